@@ -1,0 +1,1 @@
+"""agentsight-otel."""
