@@ -1,0 +1,166 @@
+"""Settings, resolved in one place: argument > environment (``AGENTSIGHT_*``) > ``.env`` file > default.
+
+Nothing here runs at import; :func:`resolve_settings` is called when an exporter or the tracker first
+needs its settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import InvalidApiKeyException
+
+DEFAULT_ENDPOINT = "https://api.agentsight.io"
+DEFAULT_TIMEOUT_S = 15.0
+API_KEY_PATTERN = re.compile(r"^ags_[a-f0-9]{32}_[a-f0-9]{6}$", re.IGNORECASE)
+BUILTIN_ENVIRONMENTS = ("production", "development")
+ENVIRONMENT_ALIASES = {"prod": "production", "dev": "development"}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+ENV_API_KEY = "AGENTSIGHT_API_KEY"
+ENV_ENDPOINT = "AGENTSIGHT_API_ENDPOINT"
+ENV_ENVIRONMENT = "AGENTSIGHT_ENVIRONMENT"
+ENV_LOG_LEVEL = "AGENTSIGHT_LOG_LEVEL"
+ENV_TIMEOUT = "AGENTSIGHT_TIMEOUT"
+
+logger = logging.getLogger("agentsight_otel")
+
+
+class _Unset:
+    """Marks an argument that was not passed, so that ``None`` can still mean something."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+def mask_key(key: str | None) -> str:
+    """A printable stand-in for a key: enough to tell keys apart, never enough to use one."""
+    if not key:
+        return "<none>"
+    return f"ags_…{key[-4:]}" if len(key) > 8 else "<hidden>"
+
+
+def check_api_key(key: str | None) -> str | None:
+    """Return the key if it has AgentSight's shape, ``None`` if blank; raise if it is malformed.
+
+    Surrounding whitespace is stripped (a key pasted with a newline is still the key).
+    """
+    if key is None:
+        return None
+    if not isinstance(key, str):
+        raise InvalidApiKeyException(f"API key must be a string, not {type(key).__name__}")
+    key = key.strip()
+    if not key:
+        return None
+    if not API_KEY_PATTERN.match(key):
+        raise InvalidApiKeyException(
+            "API key does not have the AgentSight shape ags_<32 hex>_<6 hex> "
+            f"(got {len(key)} characters); copy it again from the AgentSight settings page"
+        )
+    return key
+
+
+def normalize_environment(value: str | None, known: tuple[str, ...] | frozenset[str] = BUILTIN_ENVIRONMENTS) -> str | None:
+    """Lower-case and de-alias an environment slug; ``None`` when it is not a known slug."""
+    if value is None:
+        return None
+    slug = str(value).strip().lower()
+    slug = ENVIRONMENT_ALIASES.get(slug, slug)
+    return slug if slug in known else None
+
+
+def normalize_endpoint(endpoint: str) -> str:
+    """Strip whitespace and trailing slashes, so that joining with ``/api/...`` never gives ``//``."""
+    endpoint = endpoint.strip().rstrip("/")
+    if not endpoint.startswith(("http://", "https://")):
+        raise ValueError(f"endpoint must start with http:// or https://, got {endpoint!r}")
+    return endpoint
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings. The key is kept out of ``repr`` so that logging a Settings never leaks it."""
+
+    api_key: str | None = field(default=None, repr=False)
+    endpoint: str = DEFAULT_ENDPOINT
+    environment: str | None = None
+    log_level: str | None = None
+    timeout: float = DEFAULT_TIMEOUT_S
+
+    @property
+    def key_hint(self) -> str:
+        return mask_key(self.api_key)
+
+
+def _dotenv_values() -> Mapping[str, str | None]:
+    """Values from the nearest ``.env`` file, without touching ``os.environ``."""
+    try:
+        from dotenv import dotenv_values, find_dotenv
+    except ImportError:  # python-dotenv is a dependency, but a broken install must not break tracking
+        return {}
+    path = find_dotenv(usecwd=True)
+    return dotenv_values(path) if path else {}
+
+
+def _lookup(name: str, dotenv: Mapping[str, str | None]) -> str | None:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        value = dotenv.get(name)
+    return value if value is not None and value.strip() else None
+
+
+def resolve_settings(
+    *,
+    api_key: Any = UNSET,
+    endpoint: Any = UNSET,
+    environment: Any = UNSET,
+    log_level: Any = UNSET,
+    timeout: Any = UNSET,
+) -> Settings:
+    """Build :class:`Settings` from arguments, then the environment, then ``.env``, then defaults.
+
+    Raises :class:`InvalidApiKeyException` or :class:`ValueError` for malformed values, naming the source.
+    """
+    dotenv = _dotenv_values()
+
+    def pick(arg: Any, env_name: str) -> Any:
+        return arg if arg is not UNSET and arg is not None else _lookup(env_name, dotenv)
+
+    key = check_api_key(pick(api_key, ENV_API_KEY))
+    raw_endpoint = pick(endpoint, ENV_ENDPOINT) or DEFAULT_ENDPOINT
+    raw_env = pick(environment, ENV_ENVIRONMENT)
+    env = str(raw_env).strip().lower() if raw_env else None
+    env = ENVIRONMENT_ALIASES.get(env, env) if env else None
+    level = pick(log_level, ENV_LOG_LEVEL)
+    if level is not None:
+        level = str(level).strip().upper()
+        if level not in LOG_LEVELS:
+            logger.warning("unknown log level %r; using INFO", level)
+            level = "INFO"
+    raw_timeout = pick(timeout, ENV_TIMEOUT)
+    try:
+        timeout_s = float(raw_timeout) if raw_timeout is not None else DEFAULT_TIMEOUT_S
+    except ValueError:
+        raise ValueError(f"{ENV_TIMEOUT} must be a number of seconds, got {raw_timeout!r}") from None
+    if timeout_s <= 0:
+        raise ValueError(f"timeout must be positive, got {timeout_s}")
+    return Settings(
+        api_key=key,
+        endpoint=normalize_endpoint(str(raw_endpoint)),
+        environment=env,
+        log_level=level,
+        timeout=timeout_s,
+    )
+
+
+def apply_log_level(level: str | None) -> None:
+    """Set the package logger's level when one was configured; otherwise leave logging to the host app."""
+    if level:
+        logger.setLevel(level)

@@ -1,0 +1,161 @@
+"""Reader for the tracker's spans: each ``agentsight.*`` event on a span is one record."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+from .. import semconv as sc
+from ..records import (
+    Action,
+    Attachments,
+    Button,
+    Conversation,
+    ConversationOpened,
+    Message,
+    Record,
+    RecordKey,
+    SpanRecords,
+    TokenUsage,
+)
+
+
+def _str(attrs: Mapping[str, Any], name: str) -> Optional[str]:
+    value = attrs.get(name)
+    return None if value is None else str(value)
+
+
+def _int(attrs: Mapping[str, Any], name: str) -> int:
+    value = attrs.get(name)
+    try:
+        return int(value) if value is not None else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+def _opt_int(attrs: Mapping[str, Any], name: str) -> Optional[int]:
+    value = attrs.get(name)
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def conversation_from(attrs: Mapping[str, Any]) -> Optional[Conversation]:
+    """The conversation a span belongs to, or ``None`` when it names none."""
+    conversation_id = attrs.get(sc.CONVERSATION_ID)
+    if not isinstance(conversation_id, str) or not conversation_id.strip():
+        return None
+    return Conversation(
+        conversation_id=conversation_id,
+        customer_id=_str(attrs, sc.CONVERSATION_CUSTOMER_ID),
+        customer_ip=_str(attrs, sc.CONVERSATION_CUSTOMER_IP),
+        device=_str(attrs, sc.CONVERSATION_DEVICE),
+        source=_str(attrs, sc.CONVERSATION_SOURCE),
+        language=_str(attrs, sc.CONVERSATION_LANGUAGE),
+        name=_str(attrs, sc.CONVERSATION_NAME),
+        environment=_str(attrs, sc.CONVERSATION_ENVIRONMENT),
+        metadata=_str(attrs, sc.CONVERSATION_METADATA),
+    )
+
+
+def _message(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Optional[Record]:
+    content = a.get(sc.MESSAGE_CONTENT)
+    if content is None:
+        return None
+    sender = "agent" if a.get(sc.MESSAGE_SENDER) == "agent" else "end_user"
+    return Message(key, ts, sender, str(content), _str(a, sc.MESSAGE_METADATA))
+
+
+def _action(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Optional[Record]:
+    name = a.get(sc.TOOL_NAME)
+    if name is None:
+        return None
+    duration = a.get(sc.ACTION_DURATION_MS)
+    return Action(
+        key,
+        ts,
+        str(name),
+        arguments=_str(a, sc.TOOL_ARGUMENTS),
+        response=_str(a, sc.TOOL_RESPONSE),
+        error=_str(a, sc.TOOL_ERROR),
+        started_ns=_opt_int(a, sc.ACTION_STARTED_AT),
+        ended_ns=_opt_int(a, sc.ACTION_ENDED_AT),
+        duration_ms=float(duration) if isinstance(duration, (int, float)) else None,
+        metadata=_str(a, sc.METADATA),
+    )
+
+
+def _button(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Optional[Record]:
+    return Button(
+        key,
+        ts,
+        _str(a, sc.BUTTON_EVENT) or "",
+        _str(a, sc.BUTTON_LABEL) or "",
+        _str(a, sc.BUTTON_VALUE) or "",
+        _str(a, sc.METADATA),
+    )
+
+
+def _attachments(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Optional[Record]:
+    files = a.get(sc.ATTACHMENT_FILES)
+    if files is None:
+        return None
+    return Attachments(
+        key,
+        ts,
+        _str(a, sc.ATTACHMENT_SENDER) or "end_user",
+        str(files),
+        _int(a, sc.ATTACHMENT_COUNT),
+        _str(a, sc.ATTACHMENT_MODE),
+        _str(a, sc.METADATA),
+    )
+
+
+def _token_usage(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Optional[Record]:
+    return TokenUsage(
+        key,
+        ts,
+        _str(a, sc.GEN_AI_REQUEST_MODEL),
+        input_tokens=_int(a, sc.GEN_AI_USAGE_INPUT_TOKENS),
+        output_tokens=_int(a, sc.GEN_AI_USAGE_OUTPUT_TOKENS),
+        total_tokens=_int(a, sc.LLM_TOTAL_TOKENS),
+        embedding_tokens=_int(a, sc.LLM_EMBEDDING_TOKENS),
+        cache_read_tokens=_int(a, sc.LLM_CACHE_READ_TOKENS),
+        cache_write_tokens=_int(a, sc.LLM_CACHE_WRITE_TOKENS),
+        reasoning_tokens=_int(a, sc.LLM_REASONING_TOKENS),
+        system=_str(a, sc.GEN_AI_SYSTEM),
+    )
+
+
+def _conversation(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Optional[Record]:
+    return ConversationOpened(key, ts, bool(a.get(sc.CONVERSATION_IS_USED, True)))
+
+
+_EVENT_READERS: dict[str, Callable[[RecordKey, int, Mapping[str, Any]], Optional[Record]]] = {
+    sc.EVENT_MESSAGE: _message,
+    sc.EVENT_ACTION: _action,
+    sc.EVENT_BUTTON: _button,
+    sc.EVENT_ATTACHMENTS: _attachments,
+    sc.EVENT_TOKEN_USAGE: _token_usage,
+    sc.EVENT_CONVERSATION: _conversation,
+}
+
+
+def read_span(span: ReadableSpan) -> Optional[SpanRecords]:
+    """Records from a tracker span's events, or ``None`` if the span has no AgentSight conversation."""
+    attrs = span.attributes or {}
+    conversation = conversation_from(attrs)
+    if conversation is None or span.context is None:
+        return None
+    trace_id, span_id = span.context.trace_id, span.context.span_id
+    records: list[Record] = []
+    for index, event in enumerate(span.events):
+        reader = _EVENT_READERS.get(event.name)
+        if reader is None:
+            continue
+        record = reader(RecordKey(trace_id, span_id, index), event.timestamp or 0, event.attributes or {})
+        if record is not None:
+            records.append(record)
+    if not records:
+        return None
+    resource = tuple(span.resource.attributes.items()) if span.resource is not None else ()
+    return SpanRecords(conversation, tuple(records), resource)

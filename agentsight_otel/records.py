@@ -1,0 +1,131 @@
+"""Plain record types passed between the stages: readers produce them, batching orders them, the wire encodes them.
+
+A record is one thing that happened in a conversation (a message, an action, ...). Each keeps the identity of
+the span event it was read from (:class:`RecordKey`), from which the wire stage derives stable span ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Optional, Union
+
+
+@dataclass(frozen=True)
+class RecordKey:
+    """Where a record came from: the source span and the event's index in it (-1 for the span itself)."""
+
+    trace_id: int
+    span_id: int
+    index: int = -1
+
+    def stable_span_id(self, role: str = "") -> str:
+        """A 16-hex span id that is the same every time the same source is read: retries cannot duplicate."""
+        raw = f"{self.trace_id:032x}:{self.span_id:016x}:{self.index}:{role}".encode()
+        digest = hashlib.blake2b(raw, digest_size=8).hexdigest()
+        return digest if digest != "0" * 16 else "0" * 15 + "1"
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """The conversation fields carried by a span (``agentsight.conversation.*``); ``None`` means not set."""
+
+    conversation_id: str
+    customer_id: Optional[str] = None
+    customer_ip: Optional[str] = None
+    device: Optional[str] = None
+    source: Optional[str] = None
+    language: Optional[str] = None
+    name: Optional[str] = None
+    environment: Optional[str] = None
+    metadata: Optional[str] = None  # a JSON document as text, parsed back on the wire
+
+
+@dataclass(frozen=True)
+class Message:
+    key: RecordKey
+    timestamp_ns: int
+    sender: str  # "end_user" | "agent"
+    content: str
+    metadata: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Action:
+    key: RecordKey
+    timestamp_ns: int
+    name: str
+    arguments: Optional[str] = None  # JSON text
+    response: Optional[str] = None
+    error: Optional[str] = None
+    started_ns: Optional[int] = None
+    ended_ns: Optional[int] = None
+    duration_ms: Optional[float] = None
+    metadata: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Button:
+    key: RecordKey
+    timestamp_ns: int
+    event: str
+    label: str
+    value: str
+    metadata: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Attachments:
+    key: RecordKey
+    timestamp_ns: int
+    sender: str
+    files: str  # JSON list of descriptors {filename, mime_type, size, sha256}; never bytes
+    count: int
+    mode: Optional[str] = None
+    metadata: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    key: RecordKey
+    timestamp_ns: int
+    model: Optional[str]
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    embedding_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    system: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ConversationOpened:
+    """The conversation was registered (``initialize_conversation``) or its fields were set."""
+
+    key: RecordKey
+    timestamp_ns: int
+    is_used: bool
+
+
+Record = Union[Message, Action, Button, Attachments, TokenUsage, ConversationOpened]
+
+
+@dataclass(frozen=True)
+class SpanRecords:
+    """What a reader found in one span: the conversation it belongs to and its records, in span order."""
+
+    conversation: Conversation
+    records: tuple[Record, ...]
+    resource: tuple[tuple[str, object], ...] = ()
+
+
+@dataclass(frozen=True)
+class ConversationBatch:
+    """One conversation's records from one export, in chronological order."""
+
+    conversation: Conversation
+    records: tuple[Record, ...]
+    resource: tuple[tuple[str, object], ...] = ()
+    sources: tuple[RecordKey, ...] = ()  # the source spans, so delivery outcomes can be reported per span

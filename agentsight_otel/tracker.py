@@ -1,0 +1,878 @@
+"""The drop-in ``conversation_tracker``: AgentSight's documented tracker API, with OpenTelemetry underneath.
+
+A conversation is a trace whose id is derived from the conversation id; each tracked item is an event on the
+conversation's open span. ``send_tracked_data()`` ends that span, which exports it, and reports per item what
+AgentSight answered. Arguments are checked before anything is recorded: a bad one raises at the call and
+records nothing. Network trouble never raises from a tracking call.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextvars
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping, Optional
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+
+from . import semconv as sc
+from .attachments import normalize_mode, pending_attachments, process_attachments
+from .config import UNSET, check_api_key
+from .errors import (
+    InvalidAnswerDataException,
+    InvalidConversationDataException,
+    InvalidQuestionDataException,
+    MissingConversationIdException,
+    NoApiKeyException,
+    NoDataToSendException,
+)
+from .exporter import AgentSightSpanExporter
+from .ids import conversation_root_span_id, conversation_trace_id, generate_conversation_id
+from .jsondoc import dumps_str, loads
+from .outcomes import Outcome, ledger
+from .version import __version__
+
+logger = logging.getLogger("agentsight_otel")
+
+SPAN_NAME = "agentsight.conversation"
+FOREIGN_PROVIDER_MAX_EVENTS = 128  # the SDK's default per-span event limit; roll over before reaching it
+_TOKEN_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "embedding_tokens")
+_FIELD_ATTRS = {
+    "customer_id": sc.CONVERSATION_CUSTOMER_ID,
+    "customer_ip_address": sc.CONVERSATION_CUSTOMER_IP,
+    "device": sc.CONVERSATION_DEVICE,
+    "source": sc.CONVERSATION_SOURCE,
+    "language": sc.CONVERSATION_LANGUAGE,
+    "name": sc.CONVERSATION_NAME,
+    "environment": sc.CONVERSATION_ENVIRONMENT,
+}
+
+
+# -- argument checks ----------------------------------------------------------------------------------------
+
+
+def _conversation_id(value: Any) -> str:
+    """The legacy rule: ``str(v or "").strip()`` must be non-empty (so None, "", whitespace and 0 fail)."""
+    text = str(value or "").strip()
+    if not text:
+        raise MissingConversationIdException(f"conversation_id is required, got {value!r}")
+    return text
+
+
+def _required_text(value: Any, what: str, error: type[Exception] = InvalidConversationDataException) -> str:
+    if value is None or isinstance(value, (dict, list, tuple, set, bytes)):
+        raise error(f"{what} must be a non-blank string, got {type(value).__name__}")
+    text = str(value)
+    if not text.strip():
+        raise error(f"{what} must not be blank")
+    return text
+
+
+def _optional_text(value: Any, what: str) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, (dict, list, tuple, set, bytes)):
+        raise InvalidConversationDataException(f"{what} must be a string, got {type(value).__name__}")
+    return str(value)
+
+
+def _metadata(value: Any, what: str = "metadata") -> Optional[str]:
+    """Metadata as a JSON object text; ``None`` or ``{}`` when there is none."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidConversationDataException(f"{what} must be a dict, got {type(value).__name__}")
+    try:
+        return dumps_str(dict(value))
+    except (TypeError, ValueError) as exc:
+        raise InvalidConversationDataException(f"{what} cannot be encoded as JSON: {exc}") from None
+
+
+def _time_ns(value: Any, what: str) -> Optional[int]:
+    """A datetime or ISO-8601 string as epoch nanoseconds (naive values are UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidConversationDataException(f"{what} must be an ISO-8601 time, got {value!r}") from None
+    if not isinstance(value, datetime):
+        raise InvalidConversationDataException(f"{what} must be a datetime or ISO-8601 string")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return int(value.timestamp()) * 1_000_000_000 + value.microsecond * 1000
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidConversationDataException(f"{what} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _iso(ns: int) -> str:
+    seconds, micros = divmod(ns // 1000, 1_000_000)
+    return datetime.fromtimestamp(seconds, timezone.utc).replace(microsecond=micros).isoformat()
+
+
+# -- state --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Item:
+    type: str
+    timestamp: str
+    data: dict[str, Any]
+    span_key: tuple[int, int]
+
+
+@dataclass
+class _Bucket:
+    """What has been tracked for one conversation since its last send."""
+
+    conversation_id: str
+    span: Any = None
+    span_key: tuple[int, int] = (0, 0)
+    events_in_span: int = 0
+    items: list[_Item] = field(default_factory=list)
+    span_keys: list[tuple[int, int]] = field(default_factory=list)
+    tokens: Optional[dict[str, int]] = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    last_ns: int = 0
+
+    def next_timestamp(self) -> int:
+        # Strictly increasing at microsecond resolution (the wire's), so order survives the round trip.
+        now = time.time_ns()
+        self.last_ns = now if now >= self.last_ns + 1000 else self.last_ns + 1000
+        return self.last_ns
+
+
+class _Scope:
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+
+
+_scope: contextvars.ContextVar[Optional[_Scope]] = contextvars.ContextVar("agentsight_conversation", default=None)
+
+
+class _TrackerExporter(SpanExporter):
+    """The own pipeline's exporter: forwards to whichever exporter the tracker is configured with now."""
+
+    def __init__(self, tracker: ConversationTracker) -> None:
+        self._tracker = tracker
+
+    def export(self, spans: Any) -> SpanExportResult:
+        return self._tracker._exporter_for_export().export(spans)
+
+    def shutdown(self) -> None:
+        pass
+
+
+class ConversationScope:
+    """``with tracker.conversation("id"):`` — the current conversation for this thread or asyncio task."""
+
+    def __init__(self, tracker: ConversationTracker, conversation_id: str, fields: dict[str, Any]) -> None:
+        self._tracker = tracker
+        self.conversation_id = conversation_id
+        self._fields = fields
+        self._token: Optional[contextvars.Token[Optional[_Scope]]] = None
+
+    def __enter__(self) -> ConversationScope:
+        self._token = _scope.set(_Scope(self.conversation_id))
+        if self._fields:
+            self._tracker._record_conversation(self.conversation_id, self._fields, is_used=True)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._token is not None:
+            _scope.reset(self._token)
+            self._token = None
+
+    async def __aenter__(self) -> ConversationScope:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.__exit__(*exc)
+
+
+class ConversationTracker:
+    """AgentSight's ``conversation_tracker`` API over OpenTelemetry. Use the module-level ``tracker``."""
+
+    def __init__(self) -> None:
+        # Nothing is read or opened here: configuration is resolved on first use.
+        self._lock = threading.RLock()
+        self._buckets: dict[str, _Bucket] = {}
+        self._current: Optional[str] = None
+        self._options: dict[str, Any] = {}
+        self._provider: Any = None
+        self._tracer: Any = None
+        self._own_provider = False
+        self._exporter: Optional[AgentSightSpanExporter] = None
+        self._atexit_registered = False
+        self._warned_not_recording = False
+
+    def __repr__(self) -> str:
+        return f"ConversationTracker(conversations={len(self._buckets)}, current={self._current!r})"
+
+    # -- configuration ------------------------------------------------------------------------------------
+
+    def configure(
+        self,
+        api_key: Any = UNSET,
+        conversation_id: Any = UNSET,
+        endpoint: Any = UNSET,
+        log_level: Any = UNSET,
+        *,
+        environment: Any = UNSET,
+        timeout: Any = UNSET,
+        tracer_provider: Any = UNSET,
+    ) -> None:
+        """Change only what is passed. A new key or endpoint takes effect for the next export.
+
+        ``tracer_provider`` routes the tracker's spans through an app's own provider (and its processors);
+        by default the tracker builds its own, which sends synchronously at ``send_tracked_data``.
+        """
+        if api_key is not UNSET:
+            if api_key is None or not str(api_key).strip():
+                raise NoApiKeyException("API key cannot be None or blank")
+            api_key = check_api_key(api_key)
+        if conversation_id is not UNSET and conversation_id is not None:
+            conversation_id = _conversation_id(conversation_id)
+        with self._lock:
+            changed = False
+            for name, value in (
+                ("api_key", api_key),
+                ("endpoint", endpoint),
+                ("log_level", log_level),
+                ("environment", environment),
+                ("timeout", timeout),
+            ):
+                if value is not UNSET:
+                    self._options[name] = value
+                    changed = True
+            if changed:
+                self._exporter = None  # rebuilt from the new options at the next export
+            if conversation_id is not UNSET:
+                self._set_current(conversation_id)
+            if tracer_provider is not UNSET:
+                self._provider = tracer_provider
+                self._tracer = None
+                self._own_provider = False
+
+    def _exporter_for_export(self) -> AgentSightSpanExporter:
+        with self._lock:
+            if self._exporter is None:
+                self._exporter = AgentSightSpanExporter(
+                    **{k: v for k, v in self._options.items() if k in ("api_key", "endpoint", "timeout")},
+                    environment=self._options.get("environment", UNSET),
+                    log_level=self._options.get("log_level", UNSET),
+                )
+            return self._exporter
+
+    def _get_tracer(self) -> Any:
+        if self._tracer is not None:
+            return self._tracer
+        with self._lock:
+            if self._tracer is None:
+                if self._provider is None:
+                    # No event limit: a long conversation must not lose messages to the SDK's 128 default.
+                    limits = SpanLimits(max_events=SpanLimits.UNSET, max_event_attributes=64)
+                    provider = TracerProvider(
+                        resource=Resource.create({"telemetry.sdk.name": "agentsight-otel"}),
+                        span_limits=limits,
+                        shutdown_on_exit=False,
+                    )
+                    provider.add_span_processor(SimpleSpanProcessor(_TrackerExporter(self)))
+                    self._provider = provider
+                    self._own_provider = True
+                if not self._atexit_registered:
+                    atexit.register(self.shutdown)
+                    self._atexit_registered = True
+                self._tracer = self._provider.get_tracer("agentsight_otel", __version__)
+            return self._tracer
+
+    # -- conversation selection ---------------------------------------------------------------------------
+
+    def _set_current(self, conversation_id: Optional[str]) -> None:
+        scope = _scope.get()
+        if scope is not None:
+            scope.conversation_id = conversation_id or scope.conversation_id
+        else:
+            self._current = conversation_id
+
+    def _resolve(self, conversation_id: Any = None) -> str:
+        """Explicit id > the ``conversation()`` scope > the current conversation > a new generated one."""
+        if conversation_id is not None:
+            return _conversation_id(conversation_id)
+        scope = _scope.get()
+        if scope is not None:
+            return scope.conversation_id
+        with self._lock:
+            if self._current is None:
+                self._current = generate_conversation_id()
+                logger.info("no conversation chosen; tracking into generated conversation %s", self._current)
+            return self._current
+
+    def get_conversation_id(self) -> Optional[str]:
+        """The conversation that tracking calls go to now (the scope's, else the current one)."""
+        scope = _scope.get()
+        return scope.conversation_id if scope is not None else self._current
+
+    def conversation(self, conversation_id: Any = None, **fields: Any) -> ConversationScope:
+        """Scope the current conversation to this thread or asyncio task: ``with tracker.conversation("id"):``.
+
+        Keyword fields (``customer_id``, ``name``, ``metadata``, ...) are recorded as by
+        :meth:`get_or_create_conversation`. Without an id, a ``conv_…`` id is generated.
+        """
+        cid = _conversation_id(conversation_id) if conversation_id is not None else generate_conversation_id()
+        checked = self._conversation_fields(**fields) if fields else {}
+        return ConversationScope(self, cid, checked)
+
+    # -- recording ----------------------------------------------------------------------------------------
+
+    def _bucket(self, cid: str) -> _Bucket:
+        bucket = self._buckets.get(cid)
+        if bucket is None:
+            bucket = self._buckets[cid] = _Bucket(cid)
+        return bucket
+
+    def _open_span(self, bucket: _Bucket, start_ns: int) -> Any:
+        limit = None if self._own_provider else FOREIGN_PROVIDER_MAX_EVENTS
+        if bucket.span is not None and limit is not None and bucket.events_in_span >= limit:
+            bucket.span.end()  # roll over before the SDK's event limit would drop events
+            bucket.span = None
+        if bucket.span is None:
+            tracer = self._get_tracer()
+            cid = bucket.conversation_id
+            parent = NonRecordingSpan(
+                SpanContext(
+                    conversation_trace_id(cid),
+                    conversation_root_span_id(cid),
+                    is_remote=True,
+                    trace_flags=TraceFlags(TraceFlags.SAMPLED),
+                )
+            )
+            current = trace.get_current_span().get_span_context()
+            links = [Link(current)] if current.is_valid else None
+            attributes: dict[str, Any] = {sc.CONVERSATION_ID: cid, sc.SPAN_KIND: sc.KIND_TRACKER}
+            attributes.update(self._field_attributes(bucket.fields))
+            span = tracer.start_span(
+                SPAN_NAME,
+                context=trace.set_span_in_context(parent, Context()),
+                kind=SpanKind.INTERNAL,
+                attributes=attributes,
+                links=links,
+                start_time=start_ns,
+            )
+            if not span.is_recording() and not self._warned_not_recording:
+                self._warned_not_recording = True
+                logger.warning("the configured TracerProvider does not record the tracker's spans; nothing is sent")
+            ctx = span.get_span_context()
+            bucket.span = span
+            bucket.span_key = (ctx.trace_id, ctx.span_id)
+            bucket.span_keys.append(bucket.span_key)
+            bucket.events_in_span = 0
+        return bucket.span
+
+    def _add(self, cid: str, item_type: str, event: str, attributes: dict[str, Any], data: dict[str, Any]) -> None:
+        attributes = {k: v for k, v in attributes.items() if v is not None}
+        with self._lock:
+            bucket = self._bucket(cid)
+            ts = bucket.next_timestamp()
+            span = self._open_span(bucket, ts)
+            span.add_event(event, attributes, timestamp=ts)
+            bucket.events_in_span += 1
+            bucket.items.append(_Item(item_type, _iso(ts), data, bucket.span_key))
+
+    @staticmethod
+    def _field_attributes(fields: Mapping[str, Any]) -> dict[str, Any]:
+        attrs = {_FIELD_ATTRS[k]: v for k, v in fields.items() if k in _FIELD_ATTRS and v is not None}
+        if fields.get("metadata") is not None:
+            attrs[sc.CONVERSATION_METADATA] = fields["metadata"]
+        return attrs
+
+    def _conversation_fields(
+        self,
+        customer_id: Any = None,
+        customer_ip_address: Any = None,
+        device: Any = None,
+        source: Any = None,
+        language: Any = None,
+        name: Any = None,
+        environment: Any = None,
+        metadata: Any = None,
+    ) -> dict[str, Any]:
+        fields = {
+            "customer_id": _optional_text(customer_id, "customer_id"),
+            "customer_ip_address": _optional_text(customer_ip_address, "customer_ip_address"),
+            "device": _optional_text(device, "device"),
+            "source": _optional_text(source, "source"),
+            "language": _optional_text(language, "language"),
+            "name": _optional_text(name, "name"),
+            "environment": _optional_text(environment, "environment"),
+        }
+        meta = _metadata(metadata)
+        fields["metadata"] = meta
+        return fields
+
+    def _record_conversation(self, cid: str, fields: dict[str, Any], *, is_used: bool) -> None:
+        env = fields.get("environment") or self._options.get("environment") or "development"
+        fields = dict(fields, environment=env)
+        data = {
+            "conversation_id": cid,
+            **{k: v for k, v in fields.items() if k != "metadata"},
+            "metadata": _loads_object(fields["metadata"]) if fields.get("metadata") else None,
+            "is_used": is_used,
+        }
+        with self._lock:
+            bucket = self._bucket(cid)
+            bucket.fields.update({k: v for k, v in fields.items() if v is not None})
+            span = self._open_span(bucket, bucket.next_timestamp())
+            span.set_attributes(self._field_attributes(bucket.fields))
+            ts = bucket.next_timestamp()
+            span.add_event(sc.EVENT_CONVERSATION, {sc.CONVERSATION_IS_USED: is_used}, timestamp=ts)
+            bucket.events_in_span += 1
+            bucket.items.append(_Item("conversation", _iso(ts), data, bucket.span_key))
+
+    # -- the documented API -------------------------------------------------------------------------------
+
+    def get_or_create_conversation(
+        self,
+        conversation_id: Any,
+        customer_id: Optional[str] = None,
+        customer_ip_address: Optional[str] = None,
+        device: Optional[str] = None,
+        source: Optional[str] = None,
+        language: Optional[str] = None,
+        name: Optional[str] = None,
+        environment: Optional[str] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        """Make ``conversation_id`` the current conversation and record its fields.
+
+        ``environment`` defaults to the configured one (``AGENTSIGHT_ENVIRONMENT``), else ``development``.
+        """
+        cid = _conversation_id(conversation_id)
+        fields = self._conversation_fields(
+            customer_id, customer_ip_address, device, source, language, name, environment, metadata
+        )
+        self._set_current(cid)
+        self._record_conversation(cid, fields, is_used=True)
+
+    def initialize_conversation(
+        self,
+        conversation_id: Any,
+        customer_id: Optional[str] = None,
+        customer_ip_address: Optional[str] = None,
+        device: Optional[str] = None,
+        source: Optional[str] = None,
+        language: Optional[str] = None,
+        name: Optional[str] = None,
+        environment: Optional[str] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        """Register a conversation now (a widget was opened) without marking it used or making it current."""
+        cid = _conversation_id(conversation_id)
+        fields = self._conversation_fields(
+            customer_id, customer_ip_address, device, source, language, name, environment, metadata
+        )
+        env = fields.get("environment") or self._options.get("environment") or "development"
+        fields["environment"] = env
+        tracer = self._get_tracer()
+        parent = NonRecordingSpan(
+            SpanContext(conversation_trace_id(cid), conversation_root_span_id(cid), True, TraceFlags(TraceFlags.SAMPLED))
+        )
+        attributes: dict[str, Any] = {sc.CONVERSATION_ID: cid, sc.SPAN_KIND: sc.KIND_TRACKER}
+        attributes.update(self._field_attributes(fields))
+        span = tracer.start_span(SPAN_NAME, context=trace.set_span_in_context(parent, Context()), attributes=attributes)
+        span.add_event(sc.EVENT_CONVERSATION, {sc.CONVERSATION_IS_USED: False})
+        span.end()
+        self._flush_foreign()
+        ctx = span.get_span_context()
+        outcome = ledger.pop(ctx.trace_id, ctx.span_id)
+        if outcome is not None and not outcome.delivered:
+            logger.warning("initialize_conversation(%s) was not delivered: %s", cid, outcome.error)
+
+    def track_human_message(
+        self,
+        message: Any,
+        attachments: Optional[list[dict[str, Any]]] = None,
+        attachment_mode: str = "base64",
+        metadata: Optional[Mapping[str, Any]] = None,
+        *,
+        conversation_id: Any = None,
+    ) -> None:
+        """Record a message from the end user (optionally with files)."""
+        self._track_message("end_user", message, attachments, attachment_mode, metadata, conversation_id)
+
+    def track_agent_message(
+        self,
+        message: Any,
+        attachments: Optional[list[dict[str, Any]]] = None,
+        attachment_mode: str = "base64",
+        metadata: Optional[Mapping[str, Any]] = None,
+        *,
+        conversation_id: Any = None,
+    ) -> None:
+        """Record a message from the agent (optionally with files)."""
+        self._track_message("agent", message, attachments, attachment_mode, metadata, conversation_id)
+
+    def _track_message(
+        self, sender: str, message: Any, attachments: Any, mode: Any, metadata: Any, conversation_id: Any
+    ) -> None:
+        error = InvalidQuestionDataException if sender == "end_user" else InvalidAnswerDataException
+        content = _required_text(message, "message", error)
+        meta = _metadata(metadata)
+        files = process_attachments(attachments, normalize_mode(mode)) if attachments is not None else None
+        cid = self._resolve(conversation_id)
+        data: dict[str, Any] = {
+            "content": content,
+            "sender": sender,
+            "conversation_id": cid,
+            "metadata": dict(metadata or {}),
+        }
+        if files is not None:
+            data["attachments"] = [f.descriptor() for f in files]
+            data["attachment_mode"] = normalize_mode(mode)
+        attrs = {sc.MESSAGE_SENDER: sender, sc.MESSAGE_CONTENT: content, sc.MESSAGE_METADATA: meta}
+        self._add(cid, "question" if sender == "end_user" else "answer", sc.EVENT_MESSAGE, attrs, data)
+        if files:
+            self._add_files(cid, files, sender, None, normalize_mode(mode), linked=True)
+
+    def track_attachments(
+        self,
+        attachments: list[dict[str, Any]],
+        sender: Optional[str] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        mode: str = "base64",
+        *,
+        conversation_id: Any = None,
+    ) -> None:
+        """Record files sent in the conversation. Note the legacy order: the second positional is ``sender``."""
+        normalized = normalize_mode(mode)
+        files = process_attachments(attachments, normalized)
+        sender_text = _optional_text(sender, "sender") or "end_user"
+        if sender_text not in ("end_user", "agent"):
+            raise InvalidConversationDataException(f"sender must be 'end_user' or 'agent', got {sender_text!r}")
+        meta = _metadata(metadata)
+        cid = self._resolve(conversation_id)
+        self._add_files(cid, files, sender_text, meta, normalized, linked=False, metadata=dict(metadata or {}))
+
+    def _add_files(
+        self,
+        cid: str,
+        files: list[Any],
+        sender: str,
+        meta: Optional[str],
+        mode: str,
+        *,
+        linked: bool,
+        metadata: Optional[dict[str, Any]] = None,
+    ) -> None:
+        for f in files:
+            pending_attachments.put(cid, f)
+        descriptors = [f.descriptor() for f in files]
+        attrs = {
+            sc.ATTACHMENT_SENDER: sender,
+            sc.ATTACHMENT_COUNT: len(files),
+            sc.ATTACHMENT_FILES: dumps_str(descriptors),
+            sc.ATTACHMENT_MODE: mode,
+            sc.METADATA: meta,
+        }
+        data = {
+            "attachments": descriptors,
+            "metadata": metadata or {},
+            "mode": mode,
+            "sender": sender,
+            "conversation_id": cid,
+        }
+        if not linked:
+            self._add(cid, "attachments", sc.EVENT_ATTACHMENTS, attrs, data)
+        else:
+            # Files sent with a message: recorded as their own event, not listed as a separate tracked item.
+            with self._lock:
+                bucket = self._bucket(cid)
+                ts = bucket.next_timestamp()
+                self._open_span(bucket, ts).add_event(
+                    sc.EVENT_ATTACHMENTS, {k: v for k, v in attrs.items() if v is not None}, timestamp=ts
+                )
+                bucket.events_in_span += 1
+
+    def track_action(
+        self,
+        action_name: Any,
+        started_at: Any = None,
+        ended_at: Any = None,
+        duration_ms: Any = None,
+        tools_used: Any = None,
+        response: Any = None,
+        error_msg: Any = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        *,
+        conversation_id: Any = None,
+    ) -> None:
+        """Record an action the agent took (a tool call): name, timing, arguments, result or error."""
+        name = _required_text(action_name, "action_name")
+        start = _time_ns(started_at, "started_at")
+        end = _time_ns(ended_at, "ended_at")
+        if duration_ms is not None and (
+            isinstance(duration_ms, bool) or not isinstance(duration_ms, (int, float)) or duration_ms < 0
+        ):
+            raise InvalidConversationDataException(f"duration_ms must be a non-negative number, got {duration_ms!r}")
+        if start is not None and end is not None and end < start:
+            raise InvalidConversationDataException("ended_at is before started_at")
+        try:
+            arguments = dumps_str(tools_used) if tools_used is not None else None
+        except (TypeError, ValueError) as exc:
+            raise InvalidConversationDataException(f"tools_used cannot be encoded as JSON: {exc}") from None
+        response_text = None if response is None else (response if isinstance(response, str) else dumps_str(response))
+        error_text = _optional_text(error_msg, "error_msg")
+        meta = _metadata(metadata)
+        cid = self._resolve(conversation_id)
+        data: dict[str, Any] = {"action_name": name, "conversation_id": cid, "metadata": dict(metadata or {})}
+        for key, value in (
+            ("started_at", started_at),
+            ("ended_at", ended_at),
+            ("duration_ms", duration_ms),
+            ("tools_used", tools_used),
+            ("response", response),
+            ("error_msg", error_msg),
+        ):
+            if value is not None:
+                data[key] = value
+        attrs = {
+            sc.TOOL_NAME: name,
+            sc.TOOL_ARGUMENTS: arguments,
+            sc.TOOL_RESPONSE: response_text,
+            sc.TOOL_ERROR: error_text,
+            sc.ACTION_STARTED_AT: start,
+            sc.ACTION_ENDED_AT: end,
+            sc.ACTION_DURATION_MS: float(duration_ms) if duration_ms is not None else None,
+            sc.METADATA: meta,
+        }
+        self._add(cid, "action", sc.EVENT_ACTION, attrs, data)
+
+    def track_button(
+        self,
+        button_event: Any,
+        label: Any,
+        value: Any,
+        metadata: Optional[Mapping[str, Any]] = None,
+        *,
+        conversation_id: Any = None,
+    ) -> None:
+        """Record a button the user clicked."""
+        event = _required_text(button_event, "button_event")
+        label_text = _required_text(label, "label")
+        value_text = _required_text(value, "value")
+        meta = _metadata(metadata)
+        cid = self._resolve(conversation_id)
+        data = {
+            "button_event": event,
+            "label": label_text,
+            "value": value_text,
+            "conversation_id": cid,
+            "metadata": dict(metadata or {}),
+        }
+        attrs = {sc.BUTTON_EVENT: event, sc.BUTTON_LABEL: label_text, sc.BUTTON_VALUE: value_text, sc.METADATA: meta}
+        self._add(cid, "button", sc.EVENT_BUTTON, attrs, data)
+
+    def track_token_usage(
+        self,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        total_tokens: int = 0,
+        embedding_tokens: int = 0,
+        *,
+        model: Optional[str] = None,
+        conversation_id: Any = None,
+    ) -> None:
+        """Add LLM token counts to the conversation's counters and record them as usage at this point in time.
+
+        ``prompt_tokens`` is input including any cached part, as LLM APIs report it; ``total_tokens`` is kept as
+        given, never derived (the legacy behaviour).
+        """
+        counts = {
+            "prompt_tokens": _count(prompt_tokens, "prompt_tokens"),
+            "completion_tokens": _count(completion_tokens, "completion_tokens"),
+            "total_tokens": _count(total_tokens, "total_tokens"),
+            "embedding_tokens": _count(embedding_tokens, "embedding_tokens"),
+        }
+        model_name = _optional_text(model, "model")
+        cid = self._resolve(conversation_id)
+        with self._lock:
+            bucket = self._bucket(cid)
+            if bucket.tokens is None:
+                bucket.tokens = dict.fromkeys(_TOKEN_KEYS, 0)
+            for key, value in counts.items():
+                bucket.tokens[key] += value
+        if not any(counts.values()):
+            return
+        attrs = {
+            sc.GEN_AI_REQUEST_MODEL: model_name,
+            sc.GEN_AI_USAGE_INPUT_TOKENS: counts["prompt_tokens"],
+            sc.GEN_AI_USAGE_OUTPUT_TOKENS: counts["completion_tokens"],
+            sc.LLM_TOTAL_TOKENS: counts["total_tokens"],
+            sc.LLM_EMBEDDING_TOKENS: counts["embedding_tokens"],
+        }
+        data = {"action_name": "token_usage", "conversation_id": cid, "metadata": dict(counts, model=model_name)}
+        self._add(cid, "action", sc.EVENT_TOKEN_USAGE, attrs, data)
+
+    def get_token_usage(self, *, conversation_id: Any = None) -> dict[str, int]:
+        """The current conversation's token counters since its last send; ``{}`` if none were tracked."""
+        cid = self._peek(conversation_id)
+        with self._lock:
+            bucket = self._buckets.get(cid) if cid else None
+            return dict(bucket.tokens) if bucket is not None and bucket.tokens is not None else {}
+
+    def _peek(self, conversation_id: Any) -> Optional[str]:
+        return _conversation_id(conversation_id) if conversation_id is not None else self.get_conversation_id()
+
+    def get_tracked_data_summary(self, *, conversation_id: Any = None) -> dict[str, Any]:
+        """What is waiting to be sent for the current conversation, with a short preview of each item."""
+        cid = self._peek(conversation_id)
+        with self._lock:
+            bucket = self._buckets.get(cid) if cid else None
+            items = list(bucket.items) if bucket is not None else []
+        summary = dict.fromkeys(("conversation", "questions", "answers", "attachments", "actions", "buttons"), 0)
+        plural = {"question": "questions", "answer": "answers", "action": "actions", "button": "buttons"}
+        out = []
+        for index, item in enumerate(items):
+            key = plural.get(item.type, item.type)
+            summary[key] = summary.get(key, 0) + 1
+            out.append(
+                {
+                    "type": item.type,
+                    "timestamp": item.timestamp,
+                    "data": _copy(item.data),
+                    "index": index,
+                    "preview": _preview(item),
+                }
+            )
+        summary["total"] = len(items)
+        return {"items": out, "summary": summary, "conversation_id": cid}
+
+    def send_tracked_data(self, *, conversation_id: Any = None, timeout: Optional[float] = None) -> dict[str, Any]:
+        """Send what was tracked for the current conversation now, and say per item what AgentSight answered.
+
+        Raises :class:`NoDataToSendException` when nothing was tracked. Never raises for network reasons:
+        failed items carry ``success: False`` and an ``error``. Token counters start again from zero.
+        """
+        cid = self._peek(conversation_id)
+        with self._lock:
+            bucket = self._buckets.get(cid) if cid else None
+            if bucket is None or not bucket.items:
+                raise NoDataToSendException(f"no tracked data to send for conversation {cid!r}")
+            del self._buckets[cid]  # exactly one concurrent sender gets the items
+            if bucket.span is not None:
+                bucket.span.end()
+        self._flush_foreign(timeout)
+        outcomes = {key: ledger.pop(*key) for key in bucket.span_keys}
+        return _send_report(bucket.items, outcomes)
+
+    def _flush_foreign(self, timeout: Optional[float] = None) -> None:
+        """With an app's provider, its processors may queue; flush so the outcome is known now."""
+        if not self._own_provider and self._provider is not None and hasattr(self._provider, "force_flush"):
+            self._provider.force_flush(int((timeout or 30) * 1000))
+
+    def flush(self, timeout: Optional[float] = None) -> None:
+        """Send everything tracked so far for every conversation (used at exit)."""
+        with self._lock:
+            buckets = list(self._buckets.values())
+            self._buckets.clear()
+            for bucket in buckets:
+                if bucket.span is not None:
+                    bucket.span.end()
+        self._flush_foreign(timeout)
+
+    def shutdown(self) -> None:
+        """Send what is pending and release the tracker's own pipeline; safe to call more than once."""
+        try:
+            self.flush(timeout=5)
+            with self._lock:
+                if self._own_provider and self._provider is not None:
+                    self._provider.shutdown()
+                    self._provider = None
+                    self._tracer = None
+                    self._own_provider = False
+                if self._exporter is not None:
+                    self._exporter.shutdown()
+                    self._exporter = None
+        except Exception:  # noqa: BLE001 - runs at exit; must not raise
+            logger.exception("agentsight tracker shutdown failed")
+
+
+def _loads_object(text: str) -> dict[str, Any]:
+    value = loads(text)
+    return value if isinstance(value, dict) else {}
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _preview(item: _Item) -> dict[str, Any]:
+    d = item.data
+    if item.type == "conversation":
+        return {k: d.get(k) for k in ("conversation_id", "customer_id", "name", "environment")}
+    if item.type in ("question", "answer"):
+        content = d.get("content", "")
+        return {
+            "content_preview": content[:100] + ("..." if len(content) > 100 else ""),
+            "sender": d.get("sender"),
+            "has_metadata": bool(d.get("metadata")),
+        }
+    if item.type == "attachments":
+        names = [f.get("filename") for f in d.get("attachments", [])]
+        files = names[:3] + ([f"... and {len(names) - 3} more"] if len(names) > 3 else [])
+        return {"count": len(names), "mode": d.get("mode"), "sender": d.get("sender"), "files": files}
+    if item.type == "action":
+        return {
+            "action_name": d.get("action_name"),
+            "duration_ms": d.get("duration_ms"),
+            "has_error": d.get("error_msg") is not None,
+            "has_response": d.get("response") is not None,
+        }
+    if item.type == "button":
+        return {"label": d.get("label"), "value": d.get("value"), "event": d.get("button_event")}
+    return {}
+
+
+def _send_report(items: list[_Item], outcomes: dict[tuple[int, int], Optional[Outcome]]) -> dict[str, Any]:
+    summary = dict.fromkeys(("questions", "answers", "attachments", "actions", "buttons", "errors"), 0)
+    plural = {"question": "questions", "answer": "answers", "action": "actions", "button": "buttons"}
+    report = []
+    for index, item in enumerate(items):
+        outcome = outcomes.get(item.span_key)
+        entry: dict[str, Any] = {"index": index, "type": item.type, "timestamp": item.timestamp}
+        if outcome is not None and outcome.delivered:
+            entry.update(success=True, response=outcome.response)
+            if item.type != "conversation":
+                key = plural.get(item.type, item.type)
+                summary[key] += 1
+        else:
+            error = outcome.error if outcome is not None else (
+                "no delivery outcome: the tracker's TracerProvider has no AgentSightSpanExporter, "
+                "or it did not export within the timeout"
+            )
+            entry.update(success=False, error=error)
+            summary["errors"] += 1
+        report.append(entry)
+    return {"items": report, "summary": summary}
+
+
+tracker = ConversationTracker()
+conversation_tracker = tracker

@@ -1,0 +1,262 @@
+"""HTTP to AgentSight: authentication, bounded retries with backoff and ``Retry-After``, gzip once advertised,
+and error detail in DRF's shapes. The API key goes only into the ``Authorization`` header."""
+
+from __future__ import annotations
+
+import email.utils
+import gzip
+import logging
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import requests
+
+from .config import Settings
+from .jsondoc import dumps, loads
+from .version import SDK_NAME, __version__
+
+logger = logging.getLogger("agentsight_otel")
+
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+SUCCESS_STATUSES = frozenset({200, 201})
+RETRY_AFTER_CAP_S = 30.0
+GZIP_MIN_BYTES = 8 * 1024
+PREFLIGHT_TIMEOUT_S = 5.0
+
+
+def parse_retry_after(value: Optional[str], cap: float = RETRY_AFTER_CAP_S) -> Optional[float]:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), clamped to ``[0, cap]``.
+
+    Returns ``None`` when the header is absent or unparseable, so the normal backoff applies.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return min(max(seconds, 0.0), cap)
+
+
+def error_detail(body: Any, text: str) -> str:
+    """The human-readable reason in a DRF error body: ``detail``, ``error``, the field map, then the raw text."""
+    if isinstance(body, dict):
+        if body.get("detail"):
+            return str(body["detail"])
+        if body.get("error"):
+            return str(body["error"])
+        parts = [
+            f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in body.items() if k != "truncated"
+        ]
+        if parts:
+            return "; ".join(parts)
+    if isinstance(body, list) and body:
+        return "; ".join(map(str, body))
+    return text[:500]
+
+
+@dataclass
+class Reply:
+    """What one request came to: a status and body, or no response at all (``status`` is ``None``)."""
+
+    status: Optional[int]
+    body: Any = None
+    text: str = ""
+    error: Optional[str] = None
+    attempts: int = 0
+    retry_after: Optional[float] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in SUCCESS_STATUSES
+
+    def describe(self) -> str:
+        if self.status is None:
+            return f"AgentSight could not be reached: {self.error}"
+        return f"HTTP {self.status}: {error_detail(self.body, self.text)}"
+
+
+@dataclass
+class ServerInfo:
+    """What ``GET /api/me/`` taught us; empty when the backend predates that route."""
+
+    capabilities: frozenset[str] = frozenset()
+    environments: tuple[str, ...] = ()
+    role: Optional[str] = None
+    reachable: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class Transport:
+    """One ``requests.Session`` to one AgentSight endpoint; safe to share between threads."""
+
+    def __init__(self, settings: Settings, *, session: Optional[requests.Session] = None, max_attempts: int = 3) -> None:
+        if not settings.api_key:
+            raise ValueError("a Transport needs an API key")
+        self._settings = settings
+        self._session = session or requests.Session()
+        self._session.headers.update(
+            {
+                "Authorization": f"Api-Key {settings.api_key}",
+                "Accept": "application/json",
+                "User-Agent": f"{SDK_NAME}/{__version__}",
+            }
+        )
+        self._max_attempts = max(1, max_attempts)
+        self._stop = threading.Event()
+        self._info: Optional[ServerInfo] = None
+        self._info_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Transport(endpoint={self._settings.endpoint!r}, key={self._settings.key_hint})"
+
+    @property
+    def endpoint(self) -> str:
+        return self._settings.endpoint
+
+    def url(self, path: str) -> str:
+        return self._settings.endpoint + "/" + path.lstrip("/")
+
+    def close(self) -> None:
+        """Interrupt any backoff wait and release connections; idempotent."""
+        self._stop.set()
+        self._session.close()
+
+    # -- capability negotiation -------------------------------------------------------------------------
+
+    def server_info(self) -> ServerInfo:
+        """``GET /api/me/`` once (one attempt, short timeout); later calls return what it learned."""
+        with self._info_lock:
+            if self._info is None:
+                self._info = self._fetch_info()
+            return self._info
+
+    def _fetch_info(self) -> ServerInfo:
+        reply = self.request("GET", "/api/me/", timeout=PREFLIGHT_TIMEOUT_S, attempts=1)
+        if reply.status == 200 and isinstance(reply.body, dict):
+            caps = reply.body.get("capabilities")
+            capabilities = (
+                frozenset(c.strip().lower() for c in caps if isinstance(c, str))
+                if isinstance(caps, list)
+                else frozenset()
+            )
+            envs = reply.body.get("environments")
+            slugs = tuple(
+                e["slug"] for e in envs if isinstance(e, dict) and isinstance(e.get("slug"), str)
+            ) if isinstance(envs, list) else ()
+            role = reply.body.get("role")
+            info = ServerInfo(capabilities, slugs, role if isinstance(role, str) else None, True)
+            if role == "read":
+                logger.error("the AgentSight API key (%s) is read-only; ingest needs a write key", self._settings.key_hint)
+            return info
+        if reply.status in (401, 403):
+            logger.error(
+                "AgentSight rejected the API key (%s) at /api/me/: %s", self._settings.key_hint, reply.describe()
+            )
+        else:
+            logger.debug("AgentSight /api/me/ unavailable (%s); sending plain JSON", reply.describe())
+        return ServerInfo(reachable=reply.status is not None)
+
+    # -- requests -----------------------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Optional[bytes] = None,
+        headers: Optional[dict[str, str]] = None,
+        params: Optional[dict[str, str]] = None,
+        timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        attempts: Optional[int] = None,
+        files: Any = None,
+        data: Any = None,
+    ) -> Reply:
+        """Send with retries on 429/502/503/504 and connection errors, within ``deadline`` (monotonic seconds).
+
+        Never raises for transport reasons; the :class:`Reply` says what happened.
+        """
+        timeout = timeout or self._settings.timeout
+        deadline = deadline if deadline is not None else time.monotonic() + timeout * 2
+        attempts = attempts or self._max_attempts
+        reply = Reply(None, error="not attempted")
+        for attempt in range(1, attempts + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stop.is_set():
+                break
+            reply = self._once(method, path, body, headers, params, min(timeout, remaining), files, data)
+            reply.attempts = attempt
+            if reply.ok or (reply.status is not None and reply.status not in RETRYABLE_STATUSES):
+                return reply
+            if attempt == attempts:
+                break
+            wait = self._backoff(attempt, reply)
+            if time.monotonic() + wait >= deadline:
+                break
+            logger.debug("transient AgentSight failure (%s); retrying in %.2fs", reply.describe(), wait)
+            if self._stop.wait(wait):
+                break
+        return reply
+
+    def _backoff(self, attempt: int, reply: Reply) -> float:
+        if reply.retry_after is not None:
+            return reply.retry_after
+        return 0.5 * (4 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+
+    def _once(
+        self,
+        method: str,
+        path: str,
+        body: Optional[bytes],
+        headers: Optional[dict[str, str]],
+        params: Optional[dict[str, str]],
+        timeout: float,
+        files: Any,
+        data: Any,
+    ) -> Reply:
+        try:
+            response = self._session.request(
+                method,
+                self.url(path),
+                data=body if body is not None else data,
+                headers=headers,
+                params=params,
+                timeout=timeout,
+                files=files,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            return Reply(None, error=f"{type(exc).__name__}: {exc}")
+        text = response.text if response.content else ""
+        try:
+            parsed = loads(response.content) if response.content else None
+        except ValueError:
+            parsed = None
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return Reply(response.status_code, parsed, text, retry_after=retry_after)
+
+    def post_json(self, path: str, document: Any, *, deadline: Optional[float] = None, allow_gzip: bool = False) -> Reply:
+        """POST a JSON document; gzip it when allowed, the server advertised ``gzip-ingest`` and it is big enough."""
+        body = dumps(document)
+        headers = {"Content-Type": "application/json"}
+        if allow_gzip and len(body) > GZIP_MIN_BYTES and "gzip-ingest" in self.server_info().capabilities:
+            body = gzip.compress(body, compresslevel=6)
+            headers["Content-Encoding"] = "gzip"
+        return self.request("POST", path, body=body, headers=headers, deadline=deadline)

@@ -1,0 +1,387 @@
+"""Records to the AgentSight ingest payload (``POST /api/ingest/``), applying the block rules client-side.
+
+AgentSight validates a whole batch at once, so one over-long name or malformed IP would refuse every
+conversation in it. Every rule of the wire contract (allowed keys, 255-character fields, IP addresses,
+environment slugs, metadata as an object, 16,384-character text) is applied here, with one warning per kind
+of fix, so that what is sent always passes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Optional
+
+from . import semconv as sc
+from .config import BUILTIN_ENVIRONMENTS, normalize_environment
+from .jsondoc import MAX_TEXT, clamp_text, parse_document, safe_document
+from .records import (
+    Action,
+    Attachments,
+    Button,
+    Conversation,
+    ConversationBatch,
+    ConversationOpened,
+    Message,
+    Record,
+    RecordKey,
+    TokenUsage,
+)
+from .version import SDK_NAME, __version__
+
+logger = logging.getLogger("agentsight_otel")
+
+MAX_FIELD = 255
+BLOCK_KEYS = (
+    "conversation_id",
+    "customer_id",
+    "customer_ip_address",
+    "device",
+    "source",
+    "language",
+    "name",
+    "environment",
+    "metadata",
+    "spans",
+)
+_STRING_FIELDS = ("customer_id", "device", "source", "language", "name")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def iso_time(ns: Optional[int]) -> Optional[str]:
+    """ISO-8601 UTC with microseconds and a ``+00:00`` offset; ``None`` for 0 or missing."""
+    if not ns:
+        return None
+    seconds, micros = divmod(ns // 1000, 1_000_000)
+    return datetime.fromtimestamp(seconds, timezone.utc).replace(microsecond=micros).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class Block:
+    """One conversation block as sent, and the source spans whose records it carries."""
+
+    conversation_id: str
+    body: dict[str, Any]
+    sources: tuple[RecordKey, ...]
+
+
+@dataclass(frozen=True)
+class Payload:
+    """The ingest request body, block by block, so that a partial rejection can be traced to its sources."""
+
+    blocks: tuple[Block, ...]
+
+    def body(self, blocks: Optional[Iterable[Block]] = None) -> dict[str, Any]:
+        chosen = self.blocks if blocks is None else tuple(blocks)
+        return {"sdk": {"name": SDK_NAME, "version": __version__}, "conversations": [b.body for b in chosen]}
+
+
+class BlockRules:
+    """The client-side copy of AgentSight's block validation; warns once per kind of fix."""
+
+    def __init__(self, default_environment: Optional[str] = None) -> None:
+        self._known: set[str] = set(BUILTIN_ENVIRONMENTS)
+        self._default_environment = default_environment
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
+
+    def learn_environments(self, slugs: Iterable[str]) -> None:
+        """Add slugs the server reported (``/api/me/``); the set only grows."""
+        with self._lock:
+            self._known.update(str(s).strip().lower() for s in slugs if isinstance(s, str) and s.strip())
+
+    def _warn_once(self, what: str, message: str, *args: Any) -> None:
+        with self._lock:
+            if what in self._warned:
+                return
+            self._warned.add(what)
+        logger.warning(message, *args)
+
+    def field(self, name: str, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return None
+        if len(value) > MAX_FIELD:
+            self._warn_once(f"clamp:{name}", "conversation %s longer than %d characters was cut", name, MAX_FIELD)
+            return value[:MAX_FIELD]
+        return value
+
+    def ip_address(self, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            self._warn_once("ip", "customer IP address %r is not an IPv4 or IPv6 address; it was left out", value[:64])
+            return None
+
+    def environment(self, value: Optional[str]) -> Optional[str]:
+        known = frozenset(self._known)
+        if value is not None:
+            slug = normalize_environment(value, known)
+            if slug is not None:
+                return slug
+            self._warn_once(
+                f"env:{value}", "environment %r is not known to AgentSight; the agent's default is used", value[:64]
+            )
+        if self._default_environment is not None:
+            return normalize_environment(self._default_environment, known)
+        return None
+
+    def metadata(self, value: Optional[str]) -> Optional[dict[str, Any]]:
+        if value is None:
+            return None
+        parsed = parse_document(value)
+        if isinstance(parsed, dict):
+            if len(value) > MAX_TEXT:
+                parsed = parse_document(safe_document(parsed))
+            return parsed if isinstance(parsed, dict) else None
+        self._warn_once("metadata", "conversation metadata is not a JSON object; it was left out")
+        return None
+
+    def conversation_fields(self, conversation: Conversation) -> dict[str, Any]:
+        """The block's conversation fields, each valid on its own."""
+        fields: dict[str, Any] = {"conversation_id": self.field("conversation_id", conversation.conversation_id)}
+        for name in _STRING_FIELDS:
+            value = self.field(name, getattr(conversation, name))
+            if value is not None:
+                fields[name] = value
+        ip = self.ip_address(conversation.customer_ip)
+        if ip is not None:
+            fields["customer_ip_address"] = ip
+        env = self.environment(conversation.environment)
+        if env is not None:
+            fields["environment"] = env
+        metadata = self.metadata(conversation.metadata)
+        if metadata is not None:
+            fields["metadata"] = metadata
+        return fields
+
+
+def _document(text: Optional[str]) -> Optional[str]:
+    """A JSON document attribute that fits the limit (re-serialised only when it does not)."""
+    if text is None or len(text) <= MAX_TEXT:
+        return text
+    parsed = parse_document(text)
+    return safe_document(parsed if parsed is not None else text)
+
+
+def _conversation_attributes(fields: dict[str, Any]) -> dict[str, Any]:
+    attrs: dict[str, Any] = {sc.CONVERSATION_ID: fields["conversation_id"]}
+    names = {
+        "customer_id": sc.CONVERSATION_CUSTOMER_ID,
+        "customer_ip_address": sc.CONVERSATION_CUSTOMER_IP,
+        "device": sc.CONVERSATION_DEVICE,
+        "source": sc.CONVERSATION_SOURCE,
+        "language": sc.CONVERSATION_LANGUAGE,
+        "name": sc.CONVERSATION_NAME,
+        "environment": sc.CONVERSATION_ENVIRONMENT,
+    }
+    for key, attr in names.items():
+        if key in fields:
+            attrs[attr] = fields[key]
+    return attrs
+
+
+class _SpanBuilder:
+    """Builds the span dicts of one block; every span carries the conversation attributes."""
+
+    def __init__(self, trace_id: str, conversation_attrs: dict[str, Any], resource: dict[str, Any]) -> None:
+        self.trace_id = trace_id
+        self.conversation_attrs = conversation_attrs
+        self.otel = {
+            "span_kind": "INTERNAL",
+            "trace_flags": 1,
+            "trace_state": None,
+            "is_remote": False,
+            "status_description": None,
+            "links": [],
+            "resource": resource,
+            "dropped": {"attributes": 0, "events": 0, "links": 0},
+            "scope": {"name": "agentsight_otel", "version": __version__, "schema_url": None},
+        }
+
+    def span(
+        self,
+        span_id: str,
+        parent: Optional[str],
+        kind: str,
+        name: str,
+        start_ns: int,
+        end_ns: int,
+        attributes: dict[str, Any],
+        *,
+        status: str = "ok",
+        events: Optional[list[dict[str, Any]]] = None,
+        turn_id: Optional[str] = None,
+    ) -> dict[str, Any]:
+        attrs = dict(self.conversation_attrs)
+        attrs[sc.SPAN_KIND] = kind
+        attrs[sc.ENTITY_NAME] = name
+        if turn_id is not None:
+            attrs[sc.TURN_ID] = turn_id
+        attrs.update({k: v for k, v in attributes.items() if v is not None})
+        end_ns = max(end_ns, start_ns)
+        return {
+            "span_id": span_id,
+            "trace_id": self.trace_id,
+            "parent_span_id": parent,
+            "kind": kind,
+            "name": name[:MAX_FIELD],
+            "started_at": iso_time(start_ns),
+            "ended_at": iso_time(end_ns),
+            "duration_ms": round((end_ns - start_ns) / 1e6, 3),
+            "status": status,
+            "attributes": attrs,
+            "events": events or [],
+            "otel": self.otel,
+        }
+
+
+def _message_event(record: Message) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        sc.MESSAGE_SENDER: record.sender,
+        sc.MESSAGE_CONTENT: clamp_text(record.content),
+    }
+    metadata = _document(record.metadata)
+    if metadata is not None:
+        attrs[sc.MESSAGE_METADATA] = metadata
+    return {"name": sc.EVENT_MESSAGE, "timestamp": iso_time(record.timestamp_ns), "attributes": attrs}
+
+
+class _Turn:
+    """Messages of one exchange: a turn opens at a user message and gathers what follows."""
+
+    def __init__(self, first: Message) -> None:
+        self.span_id = first.key.stable_span_id("turn")
+        self.start_ns = first.timestamp_ns
+        self.end_ns = first.timestamp_ns
+        self.events = [_message_event(first)]
+
+    def add(self, record: Message) -> None:
+        self.events.append(_message_event(record))
+        self.end_ns = max(self.end_ns, record.timestamp_ns)
+
+    def touch(self, ns: int) -> None:
+        self.end_ns = max(self.end_ns, ns)
+
+
+def _record_span(builder: _SpanBuilder, record: Record, turn: Optional[_Turn]) -> Optional[dict[str, Any]]:
+    """The span for a non-message record, a child of the open turn when there is one."""
+    parent = turn.span_id if turn is not None else None
+    turn_id = parent
+    ts = record.timestamp_ns
+    if isinstance(record, Action):
+        start = record.started_ns or ts
+        if record.ended_ns:
+            end = record.ended_ns
+        elif record.duration_ms is not None:
+            end = start + int(record.duration_ms * 1e6)
+        else:
+            end = start
+        attrs: dict[str, Any] = {
+            sc.TOOL_NAME: record.name[:MAX_FIELD],
+            sc.TOOL_ARGUMENTS: _document(record.arguments),
+            sc.TOOL_RESPONSE: clamp_text(record.response) if record.response is not None else None,
+            sc.TOOL_ERROR: clamp_text(record.error) if record.error is not None else None,
+            sc.METADATA: _document(record.metadata),
+        }
+        span = builder.span(
+            record.key.stable_span_id("tool"),
+            parent,
+            sc.KIND_TOOL,
+            record.name,
+            start,
+            end,
+            attrs,
+            status="error" if record.error else "ok",
+            turn_id=turn_id,
+        )
+        if record.duration_ms is not None:
+            span["duration_ms"] = round(float(record.duration_ms), 3)
+        return span
+    if isinstance(record, Button):
+        attrs = {
+            sc.BUTTON_EVENT: record.event[:MAX_FIELD],
+            sc.BUTTON_LABEL: record.label[:MAX_FIELD],
+            sc.BUTTON_VALUE: record.value[:MAX_FIELD],
+            sc.METADATA: _document(record.metadata),
+        }
+        name = record.label or record.event
+        return builder.span(record.key.stable_span_id("button"), parent, sc.KIND_BUTTON, name, ts, ts, attrs, turn_id=turn_id)
+    if isinstance(record, Attachments):
+        attrs = {
+            sc.ATTACHMENT_SENDER: record.sender,
+            sc.ATTACHMENT_COUNT: record.count,
+            sc.ATTACHMENT_FILES: _document(record.files),
+            sc.ATTACHMENT_MODE: record.mode,
+            sc.METADATA: _document(record.metadata),
+        }
+        name = f"{record.count} attachment{'s' if record.count != 1 else ''}"
+        return builder.span(
+            record.key.stable_span_id("attachment"), parent, sc.KIND_ATTACHMENT, name, ts, ts, attrs, turn_id=turn_id
+        )
+    if isinstance(record, TokenUsage):
+        attrs = {
+            sc.GEN_AI_REQUEST_MODEL: record.model,
+            sc.GEN_AI_SYSTEM: record.system,
+            sc.GEN_AI_USAGE_INPUT_TOKENS: record.input_tokens,
+            sc.GEN_AI_USAGE_OUTPUT_TOKENS: record.output_tokens,
+        }
+        extras = {
+            sc.LLM_TOTAL_TOKENS: record.total_tokens,
+            sc.LLM_EMBEDDING_TOKENS: record.embedding_tokens,
+            sc.LLM_CACHE_READ_TOKENS: record.cache_read_tokens,
+            sc.LLM_CACHE_WRITE_TOKENS: record.cache_write_tokens,
+            sc.LLM_REASONING_TOKENS: record.reasoning_tokens,
+        }
+        attrs.update({k: v for k, v in extras.items() if v})
+        name = record.model or record.system or "token_usage"
+        return builder.span(record.key.stable_span_id("llm"), parent, sc.KIND_LLM, name, ts, ts, attrs, turn_id=turn_id)
+    if isinstance(record, ConversationOpened):
+        name = "metadata_updated" if record.is_used else "conversation_opened"
+        return builder.span(record.key.stable_span_id("conversation"), None, sc.KIND_CONVERSATION, name, ts, ts, {})
+    return None
+
+
+def encode_block(batch: ConversationBatch, rules: BlockRules) -> Block:
+    """One conversation's records as an ingest block: turns of messages, and a span per other record."""
+    fields = rules.conversation_fields(batch.conversation)
+    first_key = batch.records[0].key if batch.records else RecordKey(0, 0)
+    builder = _SpanBuilder(
+        f"{first_key.trace_id:032x}", _conversation_attributes(fields), {str(k): v for k, v in batch.resource}
+    )
+    spans: list[dict[str, Any]] = []
+    turns: list[_Turn] = []
+    turn: Optional[_Turn] = None
+    for record in batch.records:
+        if isinstance(record, Message):
+            if turn is None or record.sender == "end_user":
+                turn = _Turn(record)
+                turns.append(turn)
+            else:
+                turn.add(record)
+            continue
+        span = _record_span(builder, record, turn)
+        if span is not None:
+            spans.append(span)
+            if turn is not None and not isinstance(record, ConversationOpened):
+                turn.touch(record.timestamp_ns)
+    for t in turns:
+        spans.append(
+            builder.span(
+                t.span_id, None, sc.KIND_TURN, "turn", t.start_ns, t.end_ns, {sc.TURN_COMPLETE: True},
+                events=t.events, turn_id=t.span_id,
+            )
+        )
+    spans.sort(key=lambda s: (s["started_at"] or "", s["span_id"]))
+    body = dict(fields)
+    body["spans"] = spans
+    return Block(fields["conversation_id"], body, batch.sources)
+
+
+def encode(batches: Iterable[ConversationBatch], rules: BlockRules) -> Payload:
+    """The ingest payload for a list of conversation batches, one block each."""
+    return Payload(tuple(encode_block(b, rules) for b in batches if b.records))

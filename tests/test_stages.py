@@ -1,0 +1,200 @@
+"""Each pipeline stage alone, on plain data: read, batch, wire rules, JSON documents, configuration."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from agentsight_otel import semconv as sc
+from agentsight_otel.batch import group_by_conversation
+from agentsight_otel.config import check_api_key, resolve_settings
+from agentsight_otel.errors import InvalidApiKeyException
+from agentsight_otel.jsondoc import MARKER, MAX_TEXT, clamp_text, safe_document
+from agentsight_otel.readers import read_spans
+from agentsight_otel.records import Action, Conversation, ConversationBatch, Message, RecordKey, SpanRecords
+from agentsight_otel.wire import BlockRules, encode, encode_block, iso_time
+
+KEY = "ags_1a2b3c4d5e6f7890abcdef1234567890_a1b2c3"
+
+
+def _spans(build):
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    build(provider.get_tracer("test"))
+    return memory.get_finished_spans()
+
+
+def _msg(ts, sender, content, span=1, index=0):
+    return Message(RecordKey(7, span, index), ts, sender, content)
+
+
+# -- read ------------------------------------------------------------------------------------------------------
+
+
+def test_reader_turns_agentsight_events_into_records_and_skips_other_spans():
+    def build(tracer):
+        with tracer.start_as_current_span("http GET /health"):
+            pass
+        span = tracer.start_span("conv", attributes={sc.CONVERSATION_ID: "c-1", sc.CONVERSATION_NAME: "Support"})
+        span.add_event(sc.EVENT_MESSAGE, {sc.MESSAGE_SENDER: "end_user", sc.MESSAGE_CONTENT: "hi"}, timestamp=10)
+        span.add_event("unrelated", {"x": 1}, timestamp=11)
+        span.add_event(sc.EVENT_ACTION, {sc.TOOL_NAME: "lookup", sc.TOOL_RESPONSE: "ok"}, timestamp=12)
+        span.end()
+
+    found = read_spans(_spans(build))
+    assert len(found) == 1
+    assert found[0].conversation.conversation_id == "c-1"
+    assert found[0].conversation.name == "Support"
+    kinds = [type(r).__name__ for r in found[0].records]
+    assert kinds == ["Message", "Action"]
+    assert found[0].records[0].key.index == 0 and found[0].records[1].key.index == 2
+
+
+# -- batch -----------------------------------------------------------------------------------------------------
+
+
+def test_batches_group_by_conversation_in_first_seen_order_and_sort_by_time():
+    a = SpanRecords(Conversation("a", name="first"), (_msg(30, "agent", "a2"), _msg(10, "end_user", "a1")))
+    b = SpanRecords(Conversation("b"), (_msg(20, "end_user", "b1", span=2),))
+    a_later = SpanRecords(Conversation("a", customer_id="cust"), (_msg(5, "end_user", "a0", span=3),))
+    batches = group_by_conversation([a, b, a_later])
+    assert [x.conversation.conversation_id for x in batches] == ["a", "b"]
+    assert [r.content for r in batches[0].records] == ["a0", "a1", "a2"]
+    # Fields merge: newer spans add to what older ones set.
+    assert batches[0].conversation.name == "first" and batches[0].conversation.customer_id == "cust"
+    assert len(batches[0].sources) == 2
+
+
+# -- wire ------------------------------------------------------------------------------------------------------
+
+
+def test_turn_opens_at_user_message_and_tools_are_its_children():
+    records = (
+        _msg(1_000, "end_user", "q1", index=0),
+        Action(RecordKey(7, 1, 1), 2_000, "search", arguments='{"q":"x"}', response="r", duration_ms=5.0),
+        _msg(3_000, "agent", "a1", index=2),
+        _msg(4_000, "end_user", "q2", index=3),
+    )
+    block = encode_block(ConversationBatch(Conversation("c"), records), BlockRules())
+    spans = block.body["spans"]
+    turns = [s for s in spans if s["kind"] == "turn"]
+    tools = [s for s in spans if s["kind"] == "tool"]
+    assert len(turns) == 2
+    assert [e["attributes"][sc.MESSAGE_CONTENT] for e in turns[0]["events"]] == ["q1", "a1"]
+    assert tools[0]["parent_span_id"] == turns[0]["span_id"]
+    assert tools[0]["attributes"][sc.TURN_ID] == turns[0]["span_id"]
+    assert tools[0]["duration_ms"] == 5.0
+    assert all(s["attributes"][sc.CONVERSATION_ID] == "c" for s in spans)
+    assert [s["started_at"] for s in spans] == sorted(s["started_at"] for s in spans)
+
+
+def test_encoding_the_same_records_twice_gives_the_same_payload():
+    records = (_msg(1_000, "end_user", "q"), _msg(2_000, "agent", "a", index=1))
+    batch = ConversationBatch(Conversation("c"), records)
+    first = encode([batch], BlockRules()).body()
+    second = encode([batch], BlockRules()).body()
+    assert first == second
+    assert len({s["span_id"] for s in first["conversations"][0]["spans"]}) == 1  # one turn
+
+
+def test_block_rules_fix_every_field_that_would_sink_the_batch(caplog):
+    conversation = Conversation(
+        "c" * 300,
+        customer_id="x" * 256,
+        customer_ip="10.0.0.1, 10.0.0.2",
+        environment="staging",
+        metadata='"not an object"',
+        name="ok",
+    )
+    block = encode_block(ConversationBatch(conversation, (_msg(1, "end_user", "y" * 20_000),)), BlockRules()).body
+    assert set(block) <= {
+        "conversation_id", "customer_id", "customer_ip_address", "device", "source",
+        "language", "name", "environment", "metadata", "spans",
+    }
+    assert len(block["conversation_id"]) == 255 and len(block["customer_id"]) == 255
+    assert "customer_ip_address" not in block and "environment" not in block and "metadata" not in block
+    content = block["spans"][0]["events"][0]["attributes"][sc.MESSAGE_CONTENT]
+    assert len(content) == MAX_TEXT and content.endswith("...[truncated]")
+    assert "not known to AgentSight" in caplog.text and "IPv4 or IPv6" in caplog.text
+
+
+def test_environment_aliases_learned_slugs_and_default():
+    rules = BlockRules(default_environment="prod")
+    assert rules.environment("DEV") == "development"
+    assert rules.environment(None) == "production"
+    assert rules.environment("staging") == "production"  # unknown: falls back to the default
+    rules.learn_environments(["staging"])
+    assert rules.environment("Staging ") == "staging"
+
+
+def test_ipv6_and_metadata_object_pass_through():
+    rules = BlockRules()
+    fields = rules.conversation_fields(Conversation("c", customer_ip="::1", metadata='{"plan": "pro"}'))
+    assert fields["customer_ip_address"] == "::1"
+    assert fields["metadata"] == {"plan": "pro"}
+
+
+def test_iso_time_has_microseconds_and_utc_offset():
+    assert iso_time(1_700_000_000_123_456_789) == "2023-11-14T22:13:20.123456+00:00"
+    assert iso_time(0) is None
+
+
+# -- JSON documents ----------------------------------------------------------------------------------------------
+
+
+def test_clamp_text_marks_truncation():
+    assert clamp_text("abc", 10) == "abc"
+    cut = clamp_text("a" * 50, 20)
+    assert len(cut) == 20 and cut.endswith("...[truncated]")
+
+
+def test_safe_document_trims_leaves_then_drops_entries_and_stays_valid_json():
+    big = {"a": "x" * 30_000, "b": "short"}
+    text = safe_document(big)
+    assert len(text) <= MAX_TEXT
+    assert json.loads(text)["b"] == "short"
+    many = {f"k{i}": "y" * 250 for i in range(200)}
+    parsed = json.loads(safe_document(many))
+    assert len(safe_document(many)) <= MAX_TEXT
+    assert parsed[MARKER]["dropped_count"] > 0
+    as_list = json.loads(safe_document(["z" * 250] * 200))
+    assert as_list[-1][MARKER].endswith("item(s) dropped")
+
+
+def test_safe_document_serialises_odd_objects():
+    class Thing:
+        def to_dict(self):
+            return {"kind": "thing"}
+
+    assert json.loads(safe_document({"t": Thing(), "s": {1, 2}})) == {"t": {"kind": "thing"}, "s": [1, 2]}
+
+
+# -- configuration ---------------------------------------------------------------------------------------------
+
+
+def test_configuration_precedence_argument_env_dotenv_default(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AGENTSIGHT_API_ENDPOINT", raising=False)
+    monkeypatch.delenv("AGENTSIGHT_ENVIRONMENT", raising=False)
+    assert resolve_settings(api_key=KEY).endpoint == "https://api.agentsight.io"
+    (tmp_path / ".env").write_text("AGENTSIGHT_API_ENDPOINT=http://127.0.0.1:9/\nAGENTSIGHT_ENVIRONMENT=prod\n")
+    assert resolve_settings(api_key=KEY).endpoint == "http://127.0.0.1:9"
+    assert resolve_settings(api_key=KEY).environment == "production"
+    monkeypatch.setenv("AGENTSIGHT_API_ENDPOINT", "http://127.0.0.1:8")
+    assert resolve_settings(api_key=KEY).endpoint == "http://127.0.0.1:8"
+    assert resolve_settings(api_key=KEY, endpoint="http://127.0.0.1:7").endpoint == "http://127.0.0.1:7"
+
+
+def test_api_key_shape_is_checked_without_echoing_the_key():
+    assert check_api_key(f"  {KEY}\n") == KEY
+    assert check_api_key("   ") is None
+    bad = "ags_" + "g" * 32 + "_a1b2c3"
+    with pytest.raises(InvalidApiKeyException) as err:
+        check_api_key(bad)
+    assert bad not in str(err.value)
+    assert KEY not in repr(resolve_settings(api_key=KEY))
