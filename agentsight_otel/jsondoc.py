@@ -7,12 +7,15 @@ AgentSight refuses a whole batch for one over-long field, so every text and JSON
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Callable
 
-try:  # orjson is an optional speed-up (the ``speed`` extra); the standard library is the fallback
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - exercised by the no-orjson test run
-    _orjson = None
+_orjson: Any = None
+if not os.environ.get("AGENTSIGHT_DISABLE_ORJSON"):  # lets the tests run the standard-library path too
+    try:  # orjson is an optional speed-up (the ``speed`` extra); the standard library is the fallback
+        import orjson as _orjson
+    except ImportError:  # pragma: no cover - exercised by the no-orjson test run
+        _orjson = None
 
 MAX_TEXT = 16_384
 TRUNCATED_SUFFIX = "...[truncated]"

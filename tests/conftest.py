@@ -1,0 +1,46 @@
+"""Shared fixtures: a real local AgentSight-compatible server over loopback HTTP, and trackers aimed at it."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from agentsight_otel import ConversationTracker
+from agentsight_otel.localserver import LocalServer
+
+
+@pytest.fixture
+def server():
+    with LocalServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def tracker(server):
+    t = ConversationTracker()
+    t.configure(api_key=server.api_key, endpoint=server.url)
+    yield t
+    t.shutdown()
+
+
+class Api:
+    """The read side of the local server over real HTTP, as a user would call it."""
+
+    def __init__(self, server: LocalServer) -> None:
+        self.server = server
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Api-Key {server.api_key}"
+
+    def get(self, path: str, **params):
+        response = self.session.get(self.server.url + path, params=params, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def transcript(self, conversation_id: str):
+        pk = self.get("/api/conversations/lookup/", conversation_id=conversation_id)["id"]
+        return self.get(f"/api/conversations/{pk}/transcript/")
+
+
+@pytest.fixture
+def api(server):
+    return Api(server)

@@ -1,0 +1,295 @@
+"""The tracker and the exporter against the local AgentSight-compatible server, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+import threading
+
+import pytest
+import requests
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from agentsight_otel import AgentSightSpanExporter, ConversationTracker
+from agentsight_otel.localserver import LocalServer
+
+
+def _expected_item(kind, rng, n):
+    """One random tracked item: the call to make and what the transcript must show for it."""
+    if kind == "question":
+        text = f"user says {n} " + "".join(rng.choice("abc xyz<>&\"'é漢🙂\n") for _ in range(rng.randint(1, 40)))
+        return ("track_human_message", (text,), {}), {"type": "message", "sender": "end_user", "content": text}
+    if kind == "answer":
+        text = f"agent says {n}"
+        return ("track_agent_message", (text,), {"metadata": {"n": n}}), {
+            "type": "message", "sender": "agent", "content": text, "metadata": {"n": n},
+        }
+    if kind == "action":
+        failed = rng.random() < 0.3
+        kwargs = {"tools_used": {"n": n}, "duration_ms": n % 50}
+        kwargs["error_msg" if failed else "response"] = f"result {n}"
+        return ("track_action", (f"tool_{n}",), kwargs), {
+            "type": "action", "name": f"tool_{n}", "arguments": {"n": n},
+            "response": None if failed else f"result {n}", "error": f"result {n}" if failed else None,
+        }
+    if kind == "button":
+        return ("track_button", ("click", f"Label {n}", f"v{n}"), {}), {
+            "type": "button", "event": "click", "label": f"Label {n}", "value": f"v{n}",
+        }
+    if kind == "attachments":
+        data = base64.b64encode(f"file {n}".encode()).decode()
+        files = [{"filename": f"f{n}.txt", "mime_type": "text/plain", "data": data}]
+        return ("track_attachments", (files, "agent"), {}), {"type": "attachments", "sender": "agent", "files": [f"f{n}.txt"]}
+    return ("track_token_usage", (n + 1, n + 2, 2 * n + 3), {"model": f"model-{n % 3}"}), {
+        "type": "token_usage", "model": f"model-{n % 3}", "input_tokens": n + 1, "output_tokens": n + 2,
+    }
+
+
+def _project(item, keys):
+    if item["type"] == "attachments":
+        return {"type": "attachments", "sender": item["sender"], "files": [f["filename"] for f in item["files"]]}
+    return {k: item.get(k) for k in keys}
+
+
+def test_random_sequence_round_trips_with_content_and_order(tracker, api, server):
+    rng = random.Random(20261130)
+    kinds = ["question", "answer", "action", "button", "attachments", "token_usage"]
+    tracker.get_or_create_conversation("rt-1", customer_id="c-9", name="Round trip", metadata={"seed": 1})
+    expected = []
+    for n in range(300):
+        (method, args, kwargs), want = _expected_item(rng.choice(kinds), rng, n)
+        getattr(tracker, method)(*args, **kwargs)
+        expected.append(want)
+
+    result = tracker.send_tracked_data()
+    assert result["summary"]["errors"] == 0
+    assert len(result["items"]) == 301 and all(i["success"] for i in result["items"])
+
+    transcript = api.transcript("rt-1")
+    got = [_project(item, want.keys()) for item, want in zip(transcript["items"], expected)]
+    assert len(transcript["items"]) == len(expected)
+    assert got == expected
+    assert transcript["conversation"]["customer_id"] == "c-9"
+    assert transcript["conversation"]["metadata"] == {"seed": 1}
+    # Attachment bytes went to /api/attachments/ and can be downloaded.
+    first_file = next(i for i in transcript["items"] if i["type"] == "attachments")["files"][0]
+    download = api.session.get(server.url + first_file["download_url"], timeout=10)
+    assert download.status_code == 200 and download.content.startswith(b"file ")
+
+
+def test_long_conversation_keeps_every_event(tracker, api):
+    tracker.get_or_create_conversation("long-1")
+    for i in range(600):
+        tracker.track_human_message(f"m{i}")
+    assert tracker.send_tracked_data()["summary"]["questions"] == 600
+    contents = [i["content"] for i in api.transcript("long-1")["items"]]
+    assert contents == [f"m{i}" for i in range(600)]
+
+
+def test_app_provider_with_default_limits_rolls_over_instead_of_dropping(server, api):
+    provider = TracerProvider()  # the SDK's default: 128 events per span
+    provider.add_span_processor(BatchSpanProcessor(AgentSightSpanExporter(api_key=server.api_key, endpoint=server.url)))
+    t = ConversationTracker()
+    t.configure(tracer_provider=provider)
+    t.get_or_create_conversation("rollover-1")
+    for i in range(300):
+        t.track_agent_message(f"a{i}")
+    result = t.send_tracked_data()
+    assert result["summary"] == {"questions": 0, "answers": 300, "attachments": 0, "actions": 0, "buttons": 0, "errors": 0}
+    assert [i["content"] for i in api.transcript("rollover-1")["items"]] == [f"a{i}" for i in range(300)]
+    provider.shutdown()
+
+
+def test_concurrent_threads_keep_conversations_apart(tracker, api):
+    def worker(n):
+        with tracker.conversation(f"th-{n}", customer_id=f"cust-{n}"):
+            for i in range(30):
+                tracker.track_human_message(f"{n}:{i}")
+                tracker.track_agent_message(f"{n}:{i}!")
+            result = tracker.send_tracked_data()
+            assert result["summary"]["errors"] == 0
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for n in range(2):
+        transcript = api.transcript(f"th-{n}")
+        assert transcript["conversation"]["customer_id"] == f"cust-{n}"
+        want = [c for i in range(30) for c in (f"{n}:{i}", f"{n}:{i}!")]
+        assert [i["content"] for i in transcript["items"]] == want
+
+
+def test_concurrent_asyncio_tasks_keep_conversations_apart(tracker, api):
+    async def handle(n):
+        with tracker.conversation(f"task-{n}"):
+            for i in range(25):
+                tracker.track_human_message(f"task {n} q{i}")
+                await asyncio.sleep(0)
+                tracker.track_agent_message(f"task {n} a{i}")
+            return await asyncio.to_thread(tracker.send_tracked_data, conversation_id=f"task-{n}")
+
+    async def main():
+        return await asyncio.gather(*(handle(n) for n in range(2)))
+
+    results = asyncio.run(main())
+    assert all(r["summary"]["errors"] == 0 for r in results)
+    for n in range(2):
+        contents = [i["content"] for i in api.transcript(f"task-{n}")["items"]]
+        assert contents == [c for i in range(25) for c in (f"task {n} q{i}", f"task {n} a{i}")]
+
+
+def test_rejected_key_is_reported_clearly_and_never_printed(server, caplog):
+    stranger = "ags_0123456789abcdef0123456789abcdef_abcdef"
+    t = ConversationTracker()
+    t.configure(api_key=stranger, endpoint=server.url)
+    caplog.set_level(logging.DEBUG)
+    t.track_human_message("hello", conversation_id="k-1")
+    result = t.send_tracked_data(conversation_id="k-1")
+    item = result["items"][0]
+    assert item["success"] is False
+    assert "rejected the API key" in item["error"] and "403" in item["error"]
+    assert stranger not in repr(result) and stranger not in caplog.text
+    assert "rejected the API key" in caplog.text
+    assert server.transcript("k-1") is None
+    t.shutdown()
+
+
+def test_unreachable_server_fails_items_without_raising():
+    with LocalServer() as srv:
+        key, url = srv.api_key, srv.url
+    t = ConversationTracker()
+    t.configure(api_key=key, endpoint=url, timeout=1)
+    t.track_human_message("anyone there?", conversation_id="down-1")
+    result = t.send_tracked_data(conversation_id="down-1")
+    assert result["items"][0]["success"] is False
+    assert "could not be reached" in result["items"][0]["error"]
+    assert result["summary"]["errors"] == 1
+    t.shutdown()
+
+
+def test_token_counters_reset_after_send(tracker):
+    tracker.get_or_create_conversation("tok-1")
+    tracker.track_token_usage(10, 5, 15)
+    tracker.track_human_message("hi")
+    assert tracker.get_token_usage()["total_tokens"] == 15
+    tracker.send_tracked_data()
+    assert tracker.get_token_usage() == {}
+
+
+def test_token_usage_lands_per_model_in_the_transcript(tracker, api):
+    tracker.get_or_create_conversation("tok-2")
+    tracker.track_token_usage(100, 20, 120, model="gpt-4o")
+    tracker.track_token_usage(50, 10, 60, model="gpt-4o")
+    tracker.track_token_usage(0, 0, 0, embedding_tokens=30, model="embed-small")
+    tracker.send_tracked_data()
+    usage = api.transcript("tok-2")["token_usage"]
+    assert usage["by_model"]["gpt-4o"]["input_tokens"] == 150
+    assert usage["by_model"]["gpt-4o"]["total_tokens"] == 180
+    assert usage["by_model"]["embed-small"]["embedding_tokens"] == 30
+
+
+def test_initialize_conversation_registers_without_marking_used(tracker, api):
+    tracker.initialize_conversation("init-1", customer_id="c-1", name="Widget opened", environment="production")
+    conv = api.get("/api/conversations/", conversation_id="init-1")["results"][0]
+    assert conv["is_used"] is False and conv["name"] == "Widget opened" and conv["environment"] == "production"
+    assert tracker.get_conversation_id() is None  # it does not become the current conversation
+    tracker.track_human_message("now I talk", conversation_id="init-1")
+    tracker.send_tracked_data(conversation_id="init-1")
+    assert api.get("/api/conversations/", conversation_id="init-1")["results"][0]["is_used"] is True
+
+
+def test_exporter_in_an_app_pipeline_is_idempotent_on_resend(server):
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    t = ConversationTracker()
+    t.configure(tracer_provider=provider)
+    t.get_or_create_conversation("dup-1")
+    t.track_human_message("once")
+    t.track_agent_message("only once")
+    t.send_tracked_data()  # no AgentSight exporter in this provider: the outcome is unknown
+    spans = memory.get_finished_spans()
+    exporter = AgentSightSpanExporter(api_key=server.api_key, endpoint=server.url)
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    stored = server.span_count("dup-1")
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert server.span_count("dup-1") == stored
+    bodies = [r for r in server.request_log() if r["path"] == "/api/ingest/"]
+    assert len(bodies) == 2 and bodies[0]["body_bytes"] == bodies[1]["body_bytes"]
+    assert [i["content"] for i in server.transcript("dup-1")["items"]] == ["once", "only once"]
+
+
+def test_a_block_the_server_refuses_does_not_sink_the_others(caplog):
+    # This server knows only "production": a "development" conversation is refused by the server itself.
+    with LocalServer(environments=("production",)) as srv:
+        memory = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        t = ConversationTracker()
+        t.configure(tracer_provider=provider)
+        exporter = AgentSightSpanExporter(api_key=srv.api_key, endpoint=srv.url)
+        t.get_or_create_conversation("good", environment="production")
+        t.track_human_message("fine")
+        t.get_or_create_conversation("bad", environment="development")
+        t.track_human_message("refused")
+        t.send_tracked_data(conversation_id="good")
+        t.send_tracked_data(conversation_id="bad")
+        assert exporter.export(memory.get_finished_spans()) is SpanExportResult.FAILURE
+        assert srv.transcript("good")["items"][0]["content"] == "fine"
+        assert srv.transcript("bad") is None
+        assert "refused conversation bad" in caplog.text and "environment" in caplog.text
+
+
+def test_gzip_only_after_the_server_advertises_it():
+    for advertised in (True, False):
+        with LocalServer(gzip_ingest=advertised) as srv:
+            t = ConversationTracker()
+            t.configure(api_key=srv.api_key, endpoint=srv.url)
+            t.get_or_create_conversation("gz")
+            for i in range(100):
+                t.track_human_message(f"message number {i} " + "x" * 100)
+            assert t.send_tracked_data()["summary"]["errors"] == 0
+            ingests = [r for r in srv.request_log() if r["path"] == "/api/ingest/"]
+            assert [r["content_encoding"] for r in ingests] == (["gzip"] if advertised else [None])
+            assert len(srv.transcript("gz")["items"]) == 100
+            t.shutdown()
+
+
+def test_export_after_shutdown_fails_without_io(server):
+    exporter = AgentSightSpanExporter(api_key=server.api_key, endpoint=server.url)
+    exporter.shutdown()
+    before = len(server.request_log())
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    t = ConversationTracker()
+    t.configure(tracer_provider=provider)
+    t.track_human_message("late", conversation_id="late-1")
+    t.send_tracked_data(conversation_id="late-1")
+    assert exporter.export(memory.get_finished_spans()) is SpanExportResult.FAILURE
+    assert len(server.request_log()) == before
+
+
+def test_missing_trailing_slash_is_not_found(server):
+    response = requests.post(server.url + "/api/ingest", json={}, headers={"Authorization": f"Api-Key {server.api_key}"},
+                             timeout=10)
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("items", [1, 3])
+def test_send_report_has_the_legacy_shape(tracker, items):
+    tracker.get_or_create_conversation("shape")
+    for i in range(items):
+        tracker.track_human_message(f"q{i}")
+    result = tracker.send_tracked_data()
+    assert set(result) == {"items", "summary"}
+    assert [i["index"] for i in result["items"]] == list(range(items + 1))
+    assert result["items"][0]["type"] == "conversation"
+    assert all({"index", "type", "timestamp", "success", "response"} <= set(i) for i in result["items"])
+    assert result["summary"]["questions"] == items
