@@ -14,7 +14,7 @@ import mimetypes
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from .errors import InvalidAttachmentException
 
@@ -150,10 +150,12 @@ class AttachmentStore:
                 self._size -= len(old.data)
                 logger.warning(
                     "attachment store full (%d bytes): %r of conversation %s will be sent as a descriptor only",
-                    self._capacity, old.filename, cid,
+                    self._capacity,
+                    old.filename,
+                    cid,
                 )
 
-    def take(self, conversation_id: str, sha256: str) -> Optional[PendingFile]:
+    def take(self, conversation_id: str, sha256: str) -> PendingFile | None:
         with self._lock:
             file = self._files.pop((conversation_id, sha256), None)
             if file is not None:

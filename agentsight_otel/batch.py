@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import fields, replace
-from typing import Iterable
 
 from .records import Conversation, ConversationBatch, Record, RecordKey, SpanRecords
 

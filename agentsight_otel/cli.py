@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from .version import __version__
 
@@ -37,7 +37,7 @@ def _demo(args: argparse.Namespace) -> int:
     return run(keep_serving=args.keep_serving)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agentsight-otel", description="Ship AI-agent conversations to AgentSight.")
     parser.add_argument("--version", action="version", version=f"agentsight-otel {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
@@ -56,7 +56,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     serve.set_defaults(func=_serve)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     return int(args.func(args))
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import InvalidApiKeyException
 
@@ -67,7 +68,9 @@ def check_api_key(key: str | None) -> str | None:
     return key
 
 
-def normalize_environment(value: str | None, known: tuple[str, ...] | frozenset[str] = BUILTIN_ENVIRONMENTS) -> str | None:
+def normalize_environment(
+    value: str | None, known: tuple[str, ...] | frozenset[str] = BUILTIN_ENVIRONMENTS
+) -> str | None:
     """Lower-case and de-alias an environment slug; ``None`` when it is not a known slug."""
     if value is None:
         return None

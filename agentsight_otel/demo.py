@@ -11,7 +11,7 @@ import json
 import os
 import time
 import uuid
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from .tracker import ConversationTracker
 
@@ -77,8 +77,10 @@ def format_transcript(transcript: dict[str, Any]) -> str:
         lines.append(f"  {when}  {text}")
     total = transcript.get("token_usage", {}).get("total", {})
     if total:
-        lines.append(f"Token usage: {total.get('input_tokens', 0)} in, {total.get('output_tokens', 0)} out, "
-                     f"{total.get('total_tokens', 0)} total")
+        lines.append(
+            f"Token usage: {total.get('input_tokens', 0)} in, {total.get('output_tokens', 0)} out, "
+            f"{total.get('total_tokens', 0)} total"
+        )
     return "\n".join(lines)
 
 
@@ -96,7 +98,7 @@ def run(print_: Callable[[str], None] = print, keep_serving: bool = False) -> in
 
     conversation_id = f"demo-{uuid.uuid4().hex[:8]}"
     tracker = ConversationTracker()
-    server: Optional[LocalServer] = None
+    server: LocalServer | None = None
     if not os.environ.get("AGENTSIGHT_API_KEY", "").strip():
         server = LocalServer().start()
         tracker.configure(api_key=server.api_key, endpoint=server.url)

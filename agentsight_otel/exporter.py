@@ -6,7 +6,8 @@ import base64
 import logging
 import threading
 import time
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -37,18 +38,18 @@ class AgentSightSpanExporter(SpanExporter):
 
     def __init__(
         self,
-        api_key: Optional[str] = UNSET,
-        endpoint: Optional[str] = UNSET,
+        api_key: str | None = UNSET,
+        endpoint: str | None = UNSET,
         *,
-        environment: Optional[str] = UNSET,
-        timeout: Optional[float] = UNSET,
-        log_level: Optional[str] = UNSET,
+        environment: str | None = UNSET,
+        timeout: float | None = UNSET,
+        log_level: str | None = UNSET,
         session: Any = None,
-        attachment_store: Optional[AttachmentStore] = None,
-        outcome_ledger: Optional[OutcomeLedger] = None,
+        attachment_store: AttachmentStore | None = None,
+        outcome_ledger: OutcomeLedger | None = None,
     ) -> None:
         explicit = any(v is not UNSET for v in (api_key, endpoint, environment, timeout))
-        self._config_error: Optional[str] = None
+        self._config_error: str | None = None
         try:
             self._settings = resolve_settings(
                 api_key=api_key, endpoint=endpoint, environment=environment, timeout=timeout, log_level=log_level
@@ -61,7 +62,7 @@ class AgentSightSpanExporter(SpanExporter):
             logger.error("%s", self._config_error)
             self._settings = Settings()
         apply_log_level(self._settings.log_level)
-        self._transport: Optional[Transport] = None
+        self._transport: Transport | None = None
         if self._settings.api_key:
             self._transport = Transport(self._settings, session=session)
         elif self._config_error is None:
@@ -178,7 +179,8 @@ class AgentSightSpanExporter(SpanExporter):
         assert self._transport is not None
         descriptors = parse_document(record.files) or []
         files = [
-            f for f in (self._attachments.take(cid, d.get("sha256", "")) for d in descriptors if isinstance(d, dict))
+            f
+            for f in (self._attachments.take(cid, d.get("sha256", "")) for d in descriptors if isinstance(d, dict))
             if f is not None
         ]
         if not files:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 MAX_ENTRIES = 10_000
 
@@ -17,7 +17,7 @@ MAX_ENTRIES = 10_000
 @dataclass(frozen=True)
 class Outcome:
     delivered: bool
-    error: Optional[str] = None
+    error: str | None = None
     response: Any = None
 
 
@@ -36,7 +36,7 @@ class OutcomeLedger:
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
 
-    def pop(self, trace_id: int, span_id: int) -> Optional[Outcome]:
+    def pop(self, trace_id: int, span_id: int) -> Outcome | None:
         with self._lock:
             return self._entries.pop((trace_id, span_id), None)
 

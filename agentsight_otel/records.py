@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Union
 
 
 @dataclass(frozen=True)
@@ -31,14 +31,14 @@ class Conversation:
     """The conversation fields carried by a span (``agentsight.conversation.*``); ``None`` means not set."""
 
     conversation_id: str
-    customer_id: Optional[str] = None
-    customer_ip: Optional[str] = None
-    device: Optional[str] = None
-    source: Optional[str] = None
-    language: Optional[str] = None
-    name: Optional[str] = None
-    environment: Optional[str] = None
-    metadata: Optional[str] = None  # a JSON document as text, parsed back on the wire
+    customer_id: str | None = None
+    customer_ip: str | None = None
+    device: str | None = None
+    source: str | None = None
+    language: str | None = None
+    name: str | None = None
+    environment: str | None = None
+    metadata: str | None = None  # a JSON document as text, parsed back on the wire
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Message:
     timestamp_ns: int
     sender: str  # "end_user" | "agent"
     content: str
-    metadata: Optional[str] = None
+    metadata: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,13 +55,13 @@ class Action:
     key: RecordKey
     timestamp_ns: int
     name: str
-    arguments: Optional[str] = None  # JSON text
-    response: Optional[str] = None
-    error: Optional[str] = None
-    started_ns: Optional[int] = None
-    ended_ns: Optional[int] = None
-    duration_ms: Optional[float] = None
-    metadata: Optional[str] = None
+    arguments: str | None = None  # JSON text
+    response: str | None = None
+    error: str | None = None
+    started_ns: int | None = None
+    ended_ns: int | None = None
+    duration_ms: float | None = None
+    metadata: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class Button:
     event: str
     label: str
     value: str
-    metadata: Optional[str] = None
+    metadata: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,15 +81,15 @@ class Attachments:
     sender: str
     files: str  # JSON list of descriptors {filename, mime_type, size, sha256}; never bytes
     count: int
-    mode: Optional[str] = None
-    metadata: Optional[str] = None
+    mode: str | None = None
+    metadata: str | None = None
 
 
 @dataclass(frozen=True)
 class TokenUsage:
     key: RecordKey
     timestamp_ns: int
-    model: Optional[str]
+    model: str | None
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
@@ -97,7 +97,7 @@ class TokenUsage:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
-    system: Optional[str] = None
+    system: str | None = None
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@ import contextvars
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -77,7 +78,7 @@ def _required_text(value: Any, what: str, error: type[Exception] = InvalidConver
     return text
 
 
-def _optional_text(value: Any, what: str) -> Optional[str]:
+def _optional_text(value: Any, what: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, (dict, list, tuple, set, bytes)):
@@ -85,7 +86,7 @@ def _optional_text(value: Any, what: str) -> Optional[str]:
     return str(value)
 
 
-def _metadata(value: Any, what: str = "metadata") -> Optional[str]:
+def _metadata(value: Any, what: str = "metadata") -> str | None:
     """Metadata as a JSON object text; ``None`` or ``{}`` when there is none."""
     if value is None:
         return None
@@ -97,7 +98,7 @@ def _metadata(value: Any, what: str = "metadata") -> Optional[str]:
         raise InvalidConversationDataException(f"{what} cannot be encoded as JSON: {exc}") from None
 
 
-def _time_ns(value: Any, what: str) -> Optional[int]:
+def _time_ns(value: Any, what: str) -> int | None:
     """A datetime or ISO-8601 string as epoch nanoseconds (naive values are UTC)."""
     if value is None:
         return None
@@ -145,7 +146,7 @@ class _Bucket:
     events_in_span: int = 0
     items: list[_Item] = field(default_factory=list)
     span_keys: list[tuple[int, int]] = field(default_factory=list)
-    tokens: Optional[dict[str, int]] = None
+    tokens: dict[str, int] | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     last_ns: int = 0
 
@@ -161,7 +162,7 @@ class _Scope:
         self.conversation_id = conversation_id
 
 
-_scope: contextvars.ContextVar[Optional[_Scope]] = contextvars.ContextVar("agentsight_conversation", default=None)
+_scope: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("agentsight_conversation", default=None)
 
 
 class _TrackerExporter(SpanExporter):
@@ -184,7 +185,7 @@ class ConversationScope:
         self._tracker = tracker
         self.conversation_id = conversation_id
         self._fields = fields
-        self._token: Optional[contextvars.Token[Optional[_Scope]]] = None
+        self._token: contextvars.Token[_Scope | None] | None = None
 
     def __enter__(self) -> ConversationScope:
         self._token = _scope.set(_Scope(self.conversation_id))
@@ -211,12 +212,12 @@ class ConversationTracker:
         # Nothing is read or opened here: configuration is resolved on first use.
         self._lock = threading.RLock()
         self._buckets: dict[str, _Bucket] = {}
-        self._current: Optional[str] = None
+        self._current: str | None = None
         self._options: dict[str, Any] = {}
         self._provider: Any = None
         self._tracer: Any = None
         self._own_provider = False
-        self._exporter: Optional[AgentSightSpanExporter] = None
+        self._exporter: AgentSightSpanExporter | None = None
         self._atexit_registered = False
         self._warned_not_recording = False
 
@@ -302,7 +303,7 @@ class ConversationTracker:
 
     # -- conversation selection ---------------------------------------------------------------------------
 
-    def _set_current(self, conversation_id: Optional[str]) -> None:
+    def _set_current(self, conversation_id: str | None) -> None:
         scope = _scope.get()
         if scope is not None:
             scope.conversation_id = conversation_id or scope.conversation_id
@@ -322,7 +323,7 @@ class ConversationTracker:
                 logger.info("no conversation chosen; tracking into generated conversation %s", self._current)
             return self._current
 
-    def get_conversation_id(self) -> Optional[str]:
+    def get_conversation_id(self) -> str | None:
         """The conversation that tracking calls go to now (the scope's, else the current one)."""
         scope = _scope.get()
         return scope.conversation_id if scope is not None else self._current
@@ -448,14 +449,14 @@ class ConversationTracker:
     def get_or_create_conversation(
         self,
         conversation_id: Any,
-        customer_id: Optional[str] = None,
-        customer_ip_address: Optional[str] = None,
-        device: Optional[str] = None,
-        source: Optional[str] = None,
-        language: Optional[str] = None,
-        name: Optional[str] = None,
-        environment: Optional[str] = None,
-        metadata: Optional[Mapping[str, Any]] = None,
+        customer_id: str | None = None,
+        customer_ip_address: str | None = None,
+        device: str | None = None,
+        source: str | None = None,
+        language: str | None = None,
+        name: str | None = None,
+        environment: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         """Make ``conversation_id`` the current conversation and record its fields.
 
@@ -471,14 +472,14 @@ class ConversationTracker:
     def initialize_conversation(
         self,
         conversation_id: Any,
-        customer_id: Optional[str] = None,
-        customer_ip_address: Optional[str] = None,
-        device: Optional[str] = None,
-        source: Optional[str] = None,
-        language: Optional[str] = None,
-        name: Optional[str] = None,
-        environment: Optional[str] = None,
-        metadata: Optional[Mapping[str, Any]] = None,
+        customer_id: str | None = None,
+        customer_ip_address: str | None = None,
+        device: str | None = None,
+        source: str | None = None,
+        language: str | None = None,
+        name: str | None = None,
+        environment: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         """Register a conversation now (a widget was opened) without marking it used or making it current."""
         cid = _conversation_id(conversation_id)
@@ -489,7 +490,9 @@ class ConversationTracker:
         fields["environment"] = env
         tracer = self._get_tracer()
         parent = NonRecordingSpan(
-            SpanContext(conversation_trace_id(cid), conversation_root_span_id(cid), True, TraceFlags(TraceFlags.SAMPLED))
+            SpanContext(
+                conversation_trace_id(cid), conversation_root_span_id(cid), True, TraceFlags(TraceFlags.SAMPLED)
+            )
         )
         attributes: dict[str, Any] = {sc.CONVERSATION_ID: cid, sc.SPAN_KIND: sc.KIND_TRACKER}
         attributes.update(self._field_attributes(fields))
@@ -505,9 +508,9 @@ class ConversationTracker:
     def track_human_message(
         self,
         message: Any,
-        attachments: Optional[list[dict[str, Any]]] = None,
+        attachments: list[dict[str, Any]] | None = None,
         attachment_mode: str = "base64",
-        metadata: Optional[Mapping[str, Any]] = None,
+        metadata: Mapping[str, Any] | None = None,
         *,
         conversation_id: Any = None,
     ) -> None:
@@ -517,9 +520,9 @@ class ConversationTracker:
     def track_agent_message(
         self,
         message: Any,
-        attachments: Optional[list[dict[str, Any]]] = None,
+        attachments: list[dict[str, Any]] | None = None,
         attachment_mode: str = "base64",
-        metadata: Optional[Mapping[str, Any]] = None,
+        metadata: Mapping[str, Any] | None = None,
         *,
         conversation_id: Any = None,
     ) -> None:
@@ -551,8 +554,8 @@ class ConversationTracker:
     def track_attachments(
         self,
         attachments: list[dict[str, Any]],
-        sender: Optional[str] = None,
-        metadata: Optional[Mapping[str, Any]] = None,
+        sender: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
         mode: str = "base64",
         *,
         conversation_id: Any = None,
@@ -572,11 +575,11 @@ class ConversationTracker:
         cid: str,
         files: list[Any],
         sender: str,
-        meta: Optional[str],
+        meta: str | None,
         mode: str,
         *,
         linked: bool,
-        metadata: Optional[dict[str, Any]] = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         for f in files:
             pending_attachments.put(cid, f)
@@ -616,7 +619,7 @@ class ConversationTracker:
         tools_used: Any = None,
         response: Any = None,
         error_msg: Any = None,
-        metadata: Optional[Mapping[str, Any]] = None,
+        metadata: Mapping[str, Any] | None = None,
         *,
         conversation_id: Any = None,
     ) -> None:
@@ -666,7 +669,7 @@ class ConversationTracker:
         button_event: Any,
         label: Any,
         value: Any,
-        metadata: Optional[Mapping[str, Any]] = None,
+        metadata: Mapping[str, Any] | None = None,
         *,
         conversation_id: Any = None,
     ) -> None:
@@ -693,7 +696,7 @@ class ConversationTracker:
         total_tokens: int = 0,
         embedding_tokens: int = 0,
         *,
-        model: Optional[str] = None,
+        model: str | None = None,
         conversation_id: Any = None,
     ) -> None:
         """Add LLM token counts to the conversation's counters and record them as usage at this point in time.
@@ -734,7 +737,7 @@ class ConversationTracker:
             bucket = self._buckets.get(cid) if cid else None
             return dict(bucket.tokens) if bucket is not None and bucket.tokens is not None else {}
 
-    def _peek(self, conversation_id: Any) -> Optional[str]:
+    def _peek(self, conversation_id: Any) -> str | None:
         return _conversation_id(conversation_id) if conversation_id is not None else self.get_conversation_id()
 
     def get_tracked_data_summary(self, *, conversation_id: Any = None) -> dict[str, Any]:
@@ -761,7 +764,7 @@ class ConversationTracker:
         summary["total"] = len(items)
         return {"items": out, "summary": summary, "conversation_id": cid}
 
-    def send_tracked_data(self, *, conversation_id: Any = None, timeout: Optional[float] = None) -> dict[str, Any]:
+    def send_tracked_data(self, *, conversation_id: Any = None, timeout: float | None = None) -> dict[str, Any]:
         """Send what was tracked for the current conversation now, and say per item what AgentSight answered.
 
         Raises :class:`NoDataToSendException` when nothing was tracked. Never raises for network reasons:
@@ -772,19 +775,19 @@ class ConversationTracker:
             bucket = self._buckets.get(cid) if cid else None
             if bucket is None or not bucket.items:
                 raise NoDataToSendException(f"no tracked data to send for conversation {cid!r}")
-            del self._buckets[cid]  # exactly one concurrent sender gets the items
+            del self._buckets[bucket.conversation_id]  # exactly one concurrent sender gets the items
             if bucket.span is not None:
                 bucket.span.end()
         self._flush_foreign(timeout)
         outcomes = {key: ledger.pop(*key) for key in bucket.span_keys}
         return _send_report(bucket.items, outcomes)
 
-    def _flush_foreign(self, timeout: Optional[float] = None) -> None:
+    def _flush_foreign(self, timeout: float | None = None) -> None:
         """With an app's provider, its processors may queue; flush so the outcome is known now."""
         if not self._own_provider and self._provider is not None and hasattr(self._provider, "force_flush"):
             self._provider.force_flush(int((timeout or 30) * 1000))
 
-    def flush(self, timeout: Optional[float] = None) -> None:
+    def flush(self, timeout: float | None = None) -> None:
         """Send everything tracked so far for every conversation (used at exit)."""
         with self._lock:
             buckets = list(self._buckets.values())
@@ -851,7 +854,7 @@ def _preview(item: _Item) -> dict[str, Any]:
     return {}
 
 
-def _send_report(items: list[_Item], outcomes: dict[tuple[int, int], Optional[Outcome]]) -> dict[str, Any]:
+def _send_report(items: list[_Item], outcomes: dict[tuple[int, int], Outcome | None]) -> dict[str, Any]:
     summary = dict.fromkeys(("questions", "answers", "attachments", "actions", "buttons", "errors"), 0)
     plural = {"question": "questions", "answer": "answers", "action": "actions", "button": "buttons"}
     report = []
@@ -864,9 +867,13 @@ def _send_report(items: list[_Item], outcomes: dict[tuple[int, int], Optional[Ou
                 key = plural.get(item.type, item.type)
                 summary[key] += 1
         else:
-            error = outcome.error if outcome is not None else (
-                "no delivery outcome: the tracker's TracerProvider has no AgentSightSpanExporter, "
-                "or it did not export within the timeout"
+            error = (
+                outcome.error
+                if outcome is not None
+                else (
+                    "no delivery outcome: the tracker's TracerProvider has no AgentSightSpanExporter, "
+                    "or it did not export within the timeout"
+                )
             )
             entry.update(success=False, error=error)
             summary["errors"] += 1

@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any
 
 import requests
 
@@ -29,7 +29,7 @@ GZIP_MIN_BYTES = 8 * 1024
 PREFLIGHT_TIMEOUT_S = 5.0
 
 
-def parse_retry_after(value: Optional[str], cap: float = RETRY_AFTER_CAP_S) -> Optional[float]:
+def parse_retry_after(value: str | None, cap: float = RETRY_AFTER_CAP_S) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), clamped to ``[0, cap]``.
 
     Returns ``None`` when the header is absent or unparseable, so the normal backoff applies.
@@ -75,12 +75,12 @@ def error_detail(body: Any, text: str) -> str:
 class Reply:
     """What one request came to: a status and body, or no response at all (``status`` is ``None``)."""
 
-    status: Optional[int]
+    status: int | None
     body: Any = None
     text: str = ""
-    error: Optional[str] = None
+    error: str | None = None
     attempts: int = 0
-    retry_after: Optional[float] = None
+    retry_after: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -98,7 +98,7 @@ class ServerInfo:
 
     capabilities: frozenset[str] = frozenset()
     environments: tuple[str, ...] = ()
-    role: Optional[str] = None
+    role: str | None = None
     reachable: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -106,7 +106,7 @@ class ServerInfo:
 class Transport:
     """One ``requests.Session`` to one AgentSight endpoint; safe to share between threads."""
 
-    def __init__(self, settings: Settings, *, session: Optional[requests.Session] = None, max_attempts: int = 3) -> None:
+    def __init__(self, settings: Settings, *, session: requests.Session | None = None, max_attempts: int = 3) -> None:
         if not settings.api_key:
             raise ValueError("a Transport needs an API key")
         self._settings = settings
@@ -120,7 +120,7 @@ class Transport:
         )
         self._max_attempts = max(1, max_attempts)
         self._stop = threading.Event()
-        self._info: Optional[ServerInfo] = None
+        self._info: ServerInfo | None = None
         self._info_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -157,13 +157,17 @@ class Transport:
                 else frozenset()
             )
             envs = reply.body.get("environments")
-            slugs = tuple(
-                e["slug"] for e in envs if isinstance(e, dict) and isinstance(e.get("slug"), str)
-            ) if isinstance(envs, list) else ()
+            slugs = (
+                tuple(e["slug"] for e in envs if isinstance(e, dict) and isinstance(e.get("slug"), str))
+                if isinstance(envs, list)
+                else ()
+            )
             role = reply.body.get("role")
             info = ServerInfo(capabilities, slugs, role if isinstance(role, str) else None, True)
             if role == "read":
-                logger.error("the AgentSight API key (%s) is read-only; ingest needs a write key", self._settings.key_hint)
+                logger.error(
+                    "the AgentSight API key (%s) is read-only; ingest needs a write key", self._settings.key_hint
+                )
             return info
         if reply.status in (401, 403):
             logger.error(
@@ -180,12 +184,12 @@ class Transport:
         method: str,
         path: str,
         *,
-        body: Optional[bytes] = None,
-        headers: Optional[dict[str, str]] = None,
-        params: Optional[dict[str, str]] = None,
-        timeout: Optional[float] = None,
-        deadline: Optional[float] = None,
-        attempts: Optional[int] = None,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        attempts: int | None = None,
         files: Any = None,
         data: Any = None,
     ) -> Reply:
@@ -224,9 +228,9 @@ class Transport:
         self,
         method: str,
         path: str,
-        body: Optional[bytes],
-        headers: Optional[dict[str, str]],
-        params: Optional[dict[str, str]],
+        body: bytes | None,
+        headers: dict[str, str] | None,
+        params: dict[str, str] | None,
         timeout: float,
         files: Any,
         data: Any,
@@ -252,7 +256,7 @@ class Transport:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         return Reply(response.status_code, parsed, text, retry_after=retry_after)
 
-    def post_json(self, path: str, document: Any, *, deadline: Optional[float] = None, allow_gzip: bool = False) -> Reply:
+    def post_json(self, path: str, document: Any, *, deadline: float | None = None, allow_gzip: bool = False) -> Reply:
         """POST a JSON document; gzip it when allowed, the server advertised ``gzip-ingest`` and it is big enough."""
         body = dumps(document)
         headers = {"Content-Type": "application/json"}

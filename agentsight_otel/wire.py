@@ -11,9 +11,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Optional
+from typing import Any
 
 from . import semconv as sc
 from .config import BUILTIN_ENVIRONMENTS, normalize_environment
@@ -51,7 +52,7 @@ _STRING_FIELDS = ("customer_id", "device", "source", "language", "name")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def iso_time(ns: Optional[int]) -> Optional[str]:
+def iso_time(ns: int | None) -> str | None:
     """ISO-8601 UTC with microseconds and a ``+00:00`` offset; ``None`` for 0 or missing."""
     if not ns:
         return None
@@ -74,7 +75,7 @@ class Payload:
 
     blocks: tuple[Block, ...]
 
-    def body(self, blocks: Optional[Iterable[Block]] = None) -> dict[str, Any]:
+    def body(self, blocks: Iterable[Block] | None = None) -> dict[str, Any]:
         chosen = self.blocks if blocks is None else tuple(blocks)
         return {"sdk": {"name": SDK_NAME, "version": __version__}, "conversations": [b.body for b in chosen]}
 
@@ -82,7 +83,7 @@ class Payload:
 class BlockRules:
     """The client-side copy of AgentSight's block validation; warns once per kind of fix."""
 
-    def __init__(self, default_environment: Optional[str] = None) -> None:
+    def __init__(self, default_environment: str | None = None) -> None:
         self._known: set[str] = set(BUILTIN_ENVIRONMENTS)
         self._default_environment = default_environment
         self._warned: set[str] = set()
@@ -100,7 +101,7 @@ class BlockRules:
             self._warned.add(what)
         logger.warning(message, *args)
 
-    def field(self, name: str, value: Optional[str]) -> Optional[str]:
+    def field(self, name: str, value: str | None) -> str | None:
         if value is None:
             return None
         if len(value) > MAX_FIELD:
@@ -108,7 +109,7 @@ class BlockRules:
             return value[:MAX_FIELD]
         return value
 
-    def ip_address(self, value: Optional[str]) -> Optional[str]:
+    def ip_address(self, value: str | None) -> str | None:
         if value is None:
             return None
         try:
@@ -117,7 +118,7 @@ class BlockRules:
             self._warn_once("ip", "customer IP address %r is not an IPv4 or IPv6 address; it was left out", value[:64])
             return None
 
-    def environment(self, value: Optional[str]) -> Optional[str]:
+    def environment(self, value: str | None) -> str | None:
         known = frozenset(self._known)
         if value is not None:
             slug = normalize_environment(value, known)
@@ -130,7 +131,7 @@ class BlockRules:
             return normalize_environment(self._default_environment, known)
         return None
 
-    def metadata(self, value: Optional[str]) -> Optional[dict[str, Any]]:
+    def metadata(self, value: str | None) -> dict[str, Any] | None:
         if value is None:
             return None
         parsed = parse_document(value)
@@ -160,7 +161,7 @@ class BlockRules:
         return fields
 
 
-def _document(text: Optional[str]) -> Optional[str]:
+def _document(text: str | None) -> str | None:
     """A JSON document attribute that fits the limit (re-serialised only when it does not)."""
     if text is None or len(text) <= MAX_TEXT:
         return text
@@ -206,7 +207,7 @@ class _SpanBuilder:
     def span(
         self,
         span_id: str,
-        parent: Optional[str],
+        parent: str | None,
         kind: str,
         name: str,
         start_ns: int,
@@ -214,8 +215,8 @@ class _SpanBuilder:
         attributes: dict[str, Any],
         *,
         status: str = "ok",
-        events: Optional[list[dict[str, Any]]] = None,
-        turn_id: Optional[str] = None,
+        events: list[dict[str, Any]] | None = None,
+        turn_id: str | None = None,
     ) -> dict[str, Any]:
         attrs = dict(self.conversation_attrs)
         attrs[sc.SPAN_KIND] = kind
@@ -268,7 +269,7 @@ class _Turn:
         self.end_ns = max(self.end_ns, ns)
 
 
-def _record_span(builder: _SpanBuilder, record: Record, turn: Optional[_Turn]) -> Optional[dict[str, Any]]:
+def _record_span(builder: _SpanBuilder, record: Record, turn: _Turn | None) -> dict[str, Any] | None:
     """The span for a non-message record, a child of the open turn when there is one."""
     parent = turn.span_id if turn is not None else None
     turn_id = parent
@@ -310,7 +311,9 @@ def _record_span(builder: _SpanBuilder, record: Record, turn: Optional[_Turn]) -
             sc.METADATA: _document(record.metadata),
         }
         name = record.label or record.event
-        return builder.span(record.key.stable_span_id("button"), parent, sc.KIND_BUTTON, name, ts, ts, attrs, turn_id=turn_id)
+        return builder.span(
+            record.key.stable_span_id("button"), parent, sc.KIND_BUTTON, name, ts, ts, attrs, turn_id=turn_id
+        )
     if isinstance(record, Attachments):
         attrs = {
             sc.ATTACHMENT_SENDER: record.sender,
@@ -355,7 +358,7 @@ def encode_block(batch: ConversationBatch, rules: BlockRules) -> Block:
     )
     spans: list[dict[str, Any]] = []
     turns: list[_Turn] = []
-    turn: Optional[_Turn] = None
+    turn: _Turn | None = None
     for record in batch.records:
         if isinstance(record, Message):
             if turn is None or record.sender == "end_user":
@@ -372,8 +375,15 @@ def encode_block(batch: ConversationBatch, rules: BlockRules) -> Block:
     for t in turns:
         spans.append(
             builder.span(
-                t.span_id, None, sc.KIND_TURN, "turn", t.start_ns, t.end_ns, {sc.TURN_COMPLETE: True},
-                events=t.events, turn_id=t.span_id,
+                t.span_id,
+                None,
+                sc.KIND_TURN,
+                "turn",
+                t.start_ns,
+                t.end_ns,
+                {sc.TURN_COMPLETE: True},
+                events=t.events,
+                turn_id=t.span_id,
             )
         )
     spans.sort(key=lambda s: (s["started_at"] or "", s["span_id"]))

@@ -26,26 +26,42 @@ def _expected_item(kind, rng, n):
     if kind == "answer":
         text = f"agent says {n}"
         return ("track_agent_message", (text,), {"metadata": {"n": n}}), {
-            "type": "message", "sender": "agent", "content": text, "metadata": {"n": n},
+            "type": "message",
+            "sender": "agent",
+            "content": text,
+            "metadata": {"n": n},
         }
     if kind == "action":
         failed = rng.random() < 0.3
         kwargs = {"tools_used": {"n": n}, "duration_ms": n % 50}
         kwargs["error_msg" if failed else "response"] = f"result {n}"
         return ("track_action", (f"tool_{n}",), kwargs), {
-            "type": "action", "name": f"tool_{n}", "arguments": {"n": n},
-            "response": None if failed else f"result {n}", "error": f"result {n}" if failed else None,
+            "type": "action",
+            "name": f"tool_{n}",
+            "arguments": {"n": n},
+            "response": None if failed else f"result {n}",
+            "error": f"result {n}" if failed else None,
         }
     if kind == "button":
         return ("track_button", ("click", f"Label {n}", f"v{n}"), {}), {
-            "type": "button", "event": "click", "label": f"Label {n}", "value": f"v{n}",
+            "type": "button",
+            "event": "click",
+            "label": f"Label {n}",
+            "value": f"v{n}",
         }
     if kind == "attachments":
         data = base64.b64encode(f"file {n}".encode()).decode()
         files = [{"filename": f"f{n}.txt", "mime_type": "text/plain", "data": data}]
-        return ("track_attachments", (files, "agent"), {}), {"type": "attachments", "sender": "agent", "files": [f"f{n}.txt"]}
+        return ("track_attachments", (files, "agent"), {}), {
+            "type": "attachments",
+            "sender": "agent",
+            "files": [f"f{n}.txt"],
+        }
     return ("track_token_usage", (n + 1, n + 2, 2 * n + 3), {"model": f"model-{n % 3}"}), {
-        "type": "token_usage", "model": f"model-{n % 3}", "input_tokens": n + 1, "output_tokens": n + 2,
+        "type": "token_usage",
+        "model": f"model-{n % 3}",
+        "input_tokens": n + 1,
+        "output_tokens": n + 2,
     }
 
 
@@ -99,7 +115,14 @@ def test_app_provider_with_default_limits_rolls_over_instead_of_dropping(server,
     for i in range(300):
         t.track_agent_message(f"a{i}")
     result = t.send_tracked_data()
-    assert result["summary"] == {"questions": 0, "answers": 300, "attachments": 0, "actions": 0, "buttons": 0, "errors": 0}
+    assert result["summary"] == {
+        "questions": 0,
+        "answers": 300,
+        "attachments": 0,
+        "actions": 0,
+        "buttons": 0,
+        "errors": 0,
+    }
     assert [i["content"] for i in api.transcript("rollover-1")["items"]] == [f"a{i}" for i in range(300)]
     provider.shutdown()
 
@@ -277,8 +300,9 @@ def test_export_after_shutdown_fails_without_io(server):
 
 
 def test_missing_trailing_slash_is_not_found(server):
-    response = requests.post(server.url + "/api/ingest", json={}, headers={"Authorization": f"Api-Key {server.api_key}"},
-                             timeout=10)
+    response = requests.post(
+        server.url + "/api/ingest", json={}, headers={"Authorization": f"Api-Key {server.api_key}"}, timeout=10
+    )
     assert response.status_code == 404
 
 

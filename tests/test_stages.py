@@ -113,8 +113,16 @@ def test_block_rules_fix_every_field_that_would_sink_the_batch(caplog):
     )
     block = encode_block(ConversationBatch(conversation, (_msg(1, "end_user", "y" * 20_000),)), BlockRules()).body
     assert set(block) <= {
-        "conversation_id", "customer_id", "customer_ip_address", "device", "source",
-        "language", "name", "environment", "metadata", "spans",
+        "conversation_id",
+        "customer_id",
+        "customer_ip_address",
+        "device",
+        "source",
+        "language",
+        "name",
+        "environment",
+        "metadata",
+        "spans",
     }
     assert len(block["conversation_id"]) == 255 and len(block["customer_id"]) == 255
     assert "customer_ip_address" not in block and "environment" not in block and "metadata" not in block

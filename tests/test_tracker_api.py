@@ -39,9 +39,18 @@ def test_public_names_and_alias():
     assert agentsight_otel.conversation_tracker is agentsight_otel.tracker
     assert agentsight_otel.configure == agentsight_otel.tracker.configure
     for name in (
-        "get_or_create_conversation", "initialize_conversation", "track_human_message", "track_agent_message",
-        "track_action", "track_button", "track_attachments", "track_token_usage", "get_token_usage",
-        "get_tracked_data_summary", "send_tracked_data", "configure",
+        "get_or_create_conversation",
+        "initialize_conversation",
+        "track_human_message",
+        "track_agent_message",
+        "track_action",
+        "track_button",
+        "track_attachments",
+        "track_token_usage",
+        "get_token_usage",
+        "get_tracked_data_summary",
+        "send_tracked_data",
+        "configure",
     ):
         assert callable(getattr(agentsight_otel.tracker, name))
 
@@ -77,9 +86,7 @@ def test_action_name_required(t, bad):
     assert _total(t) == 1
 
 
-@pytest.mark.parametrize(
-    "args", [("", "l", "v"), ("e", "", "v"), ("e", "l", ""), ("   ", "l", "v"), (None, "l", "v")]
-)
+@pytest.mark.parametrize("args", [("", "l", "v"), ("e", "", "v"), ("e", "l", ""), ("   ", "l", "v"), (None, "l", "v")])
 def test_button_fields_required(t, args):
     t.get_or_create_conversation("c")
     with pytest.raises(InvalidConversationDataException):
@@ -106,10 +113,18 @@ def test_action_arguments_are_checked(t):
         ([], "base64", InvalidAttachmentException, "cannot be empty"),
         ({"filename": "a"}, "base64", InvalidAttachmentException, "as a list"),
         (["x"], "base64", InvalidAttachmentException, "Must be a dictionary"),
-        ([{"filename": "a", "mime_type": "text/plain", "data": b"x"}], "base64", InvalidAttachmentException,
-         "must be a base64 string"),
-        ([{"filename": "a", "mime_type": "text/plain", "data": "!!notb64"}], "base64", InvalidAttachmentException,
-         "invalid base64"),
+        (
+            [{"filename": "a", "mime_type": "text/plain", "data": b"x"}],
+            "base64",
+            InvalidAttachmentException,
+            "must be a base64 string",
+        ),
+        (
+            [{"filename": "a", "mime_type": "text/plain", "data": "!!notb64"}],
+            "base64",
+            InvalidAttachmentException,
+            "invalid base64",
+        ),
         ([{"filename": "a", "data": B64}], "base64", InvalidAttachmentException, "missing mime_type"),
         ([{"data": "text"}], "form_data", InvalidAttachmentException, "not string"),
         ([{"filename": "a", "mime_type": "text/plain", "data": B64}], "binary", ValueError, "Invalid mode"),
@@ -128,8 +143,9 @@ def test_attachment_modes_and_aliases(t):
     t.get_or_create_conversation("c")
     t.track_human_message("b64", attachments=[{"filename": "h.txt", "mime_type": "text/plain", "data": B64}])
     t.track_agent_message("form", attachments=[{"data": io.BytesIO(b"%PDF-1.4 x")}], attachment_mode="form-data")
-    t.track_attachments([{"data": b"\x89PNG\r\n\x1a\nxx", "content_type": "image/png", "filename": "p.png"}],
-                        "agent", None, "FORM_DATA")
+    t.track_attachments(
+        [{"data": b"\x89PNG\r\n\x1a\nxx", "content_type": "image/png", "filename": "p.png"}], "agent", None, "FORM_DATA"
+    )
     items = t.get_tracked_data_summary()["items"]
     assert items[1]["data"]["attachment_mode"] == "base64"
     assert items[1]["data"]["attachments"][0]["size"] == 5
@@ -146,7 +162,10 @@ def test_token_usage_accumulates_and_validates(t):
     t.track_token_usage(50, 30, 80, 10)
     t.track_token_usage(prompt_tokens=25, completion_tokens=15, total_tokens=40, embedding_tokens=5)
     assert t.get_token_usage() == {
-        "prompt_tokens": 75, "completion_tokens": 45, "total_tokens": 120, "embedding_tokens": 15,
+        "prompt_tokens": 75,
+        "completion_tokens": 45,
+        "total_tokens": 120,
+        "embedding_tokens": 15,
     }
     with pytest.raises(InvalidConversationDataException):
         t.track_token_usage(-1)
@@ -164,7 +183,13 @@ def test_summary_shape_and_previews(t):
     summary = t.get_tracked_data_summary()
     assert summary["conversation_id"] == "c"
     assert summary["summary"] == {
-        "conversation": 1, "questions": 1, "answers": 1, "attachments": 0, "actions": 1, "buttons": 1, "total": 5,
+        "conversation": 1,
+        "questions": 1,
+        "answers": 1,
+        "attachments": 0,
+        "actions": 1,
+        "buttons": 1,
+        "total": 5,
     }
     items = summary["items"]
     assert [i["type"] for i in items] == ["conversation", "question", "answer", "action", "button"]

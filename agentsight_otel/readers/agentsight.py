@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Callable
 
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -21,7 +22,7 @@ from ..records import (
 )
 
 
-def _str(attrs: Mapping[str, Any], name: str) -> Optional[str]:
+def _str(attrs: Mapping[str, Any], name: str) -> str | None:
     value = attrs.get(name)
     return None if value is None else str(value)
 
@@ -34,12 +35,12 @@ def _int(attrs: Mapping[str, Any], name: str) -> int:
         return 0
 
 
-def _opt_int(attrs: Mapping[str, Any], name: str) -> Optional[int]:
+def _opt_int(attrs: Mapping[str, Any], name: str) -> int | None:
     value = attrs.get(name)
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def conversation_from(attrs: Mapping[str, Any]) -> Optional[Conversation]:
+def conversation_from(attrs: Mapping[str, Any]) -> Conversation | None:
     """The conversation a span belongs to, or ``None`` when it names none."""
     conversation_id = attrs.get(sc.CONVERSATION_ID)
     if not isinstance(conversation_id, str) or not conversation_id.strip():
@@ -57,7 +58,7 @@ def conversation_from(attrs: Mapping[str, Any]) -> Optional[Conversation]:
     )
 
 
-def _message(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Optional[Record]:
+def _message(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Record | None:
     content = a.get(sc.MESSAGE_CONTENT)
     if content is None:
         return None
@@ -65,7 +66,7 @@ def _message(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Optional[Record]:
     return Message(key, ts, sender, str(content), _str(a, sc.MESSAGE_METADATA))
 
 
-def _action(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Optional[Record]:
+def _action(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Record | None:
     name = a.get(sc.TOOL_NAME)
     if name is None:
         return None
@@ -84,7 +85,7 @@ def _action(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Optional[Record]:
     )
 
 
-def _button(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Optional[Record]:
+def _button(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Record | None:
     return Button(
         key,
         ts,
@@ -95,7 +96,7 @@ def _button(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Optional[Record]:
     )
 
 
-def _attachments(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Optional[Record]:
+def _attachments(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Record | None:
     files = a.get(sc.ATTACHMENT_FILES)
     if files is None:
         return None
@@ -110,7 +111,7 @@ def _attachments(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Optional[Reco
     )
 
 
-def _token_usage(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Optional[Record]:
+def _token_usage(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Record | None:
     return TokenUsage(
         key,
         ts,
@@ -126,11 +127,11 @@ def _token_usage(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Optional[Reco
     )
 
 
-def _conversation(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Optional[Record]:
+def _conversation(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Record | None:
     return ConversationOpened(key, ts, bool(a.get(sc.CONVERSATION_IS_USED, True)))
 
 
-_EVENT_READERS: dict[str, Callable[[RecordKey, int, Mapping[str, Any]], Optional[Record]]] = {
+_EVENT_READERS: dict[str, Callable[[RecordKey, int, Mapping[str, Any]], Record | None]] = {
     sc.EVENT_MESSAGE: _message,
     sc.EVENT_ACTION: _action,
     sc.EVENT_BUTTON: _button,
@@ -140,7 +141,7 @@ _EVENT_READERS: dict[str, Callable[[RecordKey, int, Mapping[str, Any]], Optional
 }
 
 
-def read_span(span: ReadableSpan) -> Optional[SpanRecords]:
+def read_span(span: ReadableSpan) -> SpanRecords | None:
     """Records from a tracker span's events, or ``None`` if the span has no AgentSight conversation."""
     attrs = span.attributes or {}
     conversation = conversation_from(attrs)
