@@ -27,7 +27,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, T
 
 from . import semconv as sc
 from .attachments import normalize_mode, pending_attachments, process_attachments
-from .config import UNSET, check_api_key
+from .config import UNSET, check_api_key, normalize_endpoint
 from .errors import (
     InvalidAnswerDataException,
     InvalidConversationDataException,
@@ -248,6 +248,11 @@ class ConversationTracker:
             api_key = check_api_key(api_key)
         if conversation_id is not UNSET and conversation_id is not None:
             conversation_id = _conversation_id(conversation_id)
+        if endpoint is not UNSET and endpoint is not None:
+            endpoint = normalize_endpoint(str(endpoint))
+        if timeout is not UNSET and timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+                raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         with self._lock:
             changed = False
             for name, value in (
@@ -565,7 +570,10 @@ class ConversationTracker:
         files = process_attachments(attachments, normalized)
         sender_text = _optional_text(sender, "sender") or "end_user"
         if sender_text not in ("end_user", "agent"):
-            raise InvalidConversationDataException(f"sender must be 'end_user' or 'agent', got {sender_text!r}")
+            raise InvalidConversationDataException(
+                f"sender must be 'end_user' or 'agent', got {sender_text!r} "
+                "(the second positional argument is sender; aim at a conversation with conversation_id=...)"
+            )
         meta = _metadata(metadata)
         cid = self._resolve(conversation_id)
         self._add_files(cid, files, sender_text, meta, normalized, linked=False, metadata=dict(metadata or {}))

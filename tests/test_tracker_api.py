@@ -280,3 +280,18 @@ def test_importing_reads_no_configuration(monkeypatch):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_configure_rejects_bad_endpoint_and_timeout_at_the_call(t):
+    with pytest.raises(ValueError, match="http"):
+        t.configure(endpoint="api.agentsight.io")
+    with pytest.raises(ValueError, match="timeout"):
+        t.configure(timeout=0)
+
+
+def test_attachment_sender_given_a_conversation_id_by_mistake_is_refused(t):
+    # The 0.0.x docs showed track_attachments(attachments, conversation_id); the real second positional is sender.
+    files = [{"filename": "a.txt", "mime_type": "text/plain", "data": B64}]
+    with pytest.raises(InvalidConversationDataException, match="conversation_id="):
+        t.track_attachments(files, "conv_123")
+    assert t.get_tracked_data_summary()["summary"]["total"] == 0
