@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     serve = commands.add_parser("serve", help="run the local AgentSight-compatible server")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    serve.add_argument("--port", type=int, default=8787, help="port (default 8787; 0 picks a free one)")
     serve.add_argument("--db", default="agentsight-local.db", help="SQLite file (default agentsight-local.db)")
     serve.add_argument("--api-key", help="the key clients must send (default: a new random key, printed)")
     serve.add_argument("--no-gzip", action="store_true", help="do not advertise gzip-ingest")

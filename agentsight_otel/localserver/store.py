@@ -1,0 +1,387 @@
+"""SQLite persistence for the local server: conversations, archived spans and uploaded attachments.
+
+One connection is shared by every request thread (`check_same_thread=False`) and serialised by a lock;
+each write runs in an explicit transaction so a batch is stored entirely or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from .timeutil import format_timestamp, parse_timestamp, utc_now
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id TEXT NOT NULL UNIQUE,
+    customer_id TEXT,
+    customer_ip_address TEXT,
+    device TEXT,
+    source TEXT,
+    language TEXT,
+    name TEXT,
+    environment TEXT,
+    metadata TEXT,
+    is_used INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    last_activity TEXT
+);
+CREATE TABLE IF NOT EXISTS spans (
+    conversation_pk INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    span_id TEXT NOT NULL,
+    trace_id TEXT NOT NULL,
+    parent_span_id TEXT,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    started_at TEXT,
+    ended_at TEXT,
+    duration_ms REAL,
+    status TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    events TEXT NOT NULL,
+    otel TEXT,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (conversation_pk, span_id)
+);
+CREATE TABLE IF NOT EXISTS attachments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_pk INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    message TEXT,
+    filename TEXT NOT NULL,
+    mime_type TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    data BLOB NOT NULL,
+    sender TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (conversation_pk, sha256, filename)
+);
+"""
+
+# Block/body keys that map onto conversation columns (the whitelist used to build SQL).
+CONVERSATION_FIELDS = (
+    "customer_id",
+    "customer_ip_address",
+    "device",
+    "source",
+    "language",
+    "name",
+    "environment",
+    "metadata",
+)
+FILTERABLE_FIELDS = ("conversation_id", *CONVERSATION_FIELDS[:-1])
+
+_SPAN_COLUMNS = (
+    "span_id, trace_id, parent_span_id, kind, name, started_at, ended_at, duration_ms, status, "
+    "attributes, events, otel, received_at"
+)
+
+
+@dataclass
+class IngestResult:
+    """Counts reported back by `POST /api/ingest/`."""
+
+    conversations: int = 0
+    spans_received: int = 0
+    spans_stored: int = 0
+
+
+@dataclass
+class NewFile:
+    """One decoded upload waiting to be stored."""
+
+    filename: str
+    mime_type: str
+    data: bytes
+
+
+def _is_memory(db_path: str) -> bool:
+    """Tell whether a path names an in-memory database (where WAL does not apply)."""
+    return db_path == ":memory:" or db_path.startswith("file::memory:") or "mode=memory" in db_path
+
+
+def _encode_json(value: Any) -> str | None:
+    """Serialise a JSON column value (None stays SQL NULL)."""
+    return None if value is None else json.dumps(value, allow_nan=False)
+
+
+def _decode_json(text: str | None, default: Any = None) -> Any:
+    """Deserialise a JSON column value."""
+    return default if text is None else json.loads(text)
+
+
+def _conversation_row(row: sqlite3.Row) -> dict[str, Any]:
+    """Turn a conversations row into a plain dict with decoded metadata and a boolean is_used."""
+    data = dict(row)
+    data["metadata"] = _decode_json(data["metadata"])
+    data["is_used"] = bool(data["is_used"])
+    return data
+
+
+def _span_row(row: sqlite3.Row) -> dict[str, Any]:
+    """Turn a spans row into the span dict shape with decoded JSON columns."""
+    data = dict(row)
+    data["attributes"] = _decode_json(data["attributes"], {})
+    data["events"] = _decode_json(data["events"], [])
+    data["otel"] = _decode_json(data["otel"])
+    return data
+
+
+def block_activity(spans: Iterable[dict[str, Any]]) -> str | None:
+    """Return the latest span/event time of a block in canonical form, used to order conversations."""
+    latest = None
+    for span in spans:
+        stamps = [span.get("started_at"), span.get("ended_at")]
+        stamps.extend(event.get("timestamp") for event in span.get("events") or [])
+        for stamp in stamps:
+            parsed = parse_timestamp(stamp)
+            if parsed is not None and (latest is None or parsed > latest):
+                latest = parsed
+    return None if latest is None else format_timestamp(latest)
+
+
+class Store:
+    """Thread-safe SQLite store; every public method takes the lock, writes run in one transaction."""
+
+    def __init__(self, db_path: str = ":memory:") -> None:
+        self._lock = threading.RLock()
+        uri = db_path.startswith("file:")
+        self._conn = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None, uri=uri)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        if not _is_memory(db_path):
+            self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.executescript(_SCHEMA)
+        self._closed = False
+
+    def close(self) -> None:
+        """Close the connection; safe to call twice."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Hold the lock and run the body in one IMMEDIATE transaction, rolling back on any error."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        """Run a read query under the lock."""
+        with self._lock:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+
+    # -- conversations -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _insert_conversation(
+        conn: sqlite3.Connection, conversation_id: str, fields: dict[str, Any], is_used: bool, now: str
+    ) -> int:
+        """Insert a new conversation row and return its pk."""
+        columns = [key for key in CONVERSATION_FIELDS if key in fields]
+        values = [_encode_json(fields[c]) if c == "metadata" else fields[c] for c in columns]
+        names = ", ".join(["conversation_id", *columns, "is_used", "created_at", "updated_at"])
+        marks = ", ".join("?" * (len(columns) + 4))
+        cursor = conn.execute(
+            f"INSERT INTO conversations ({names}) VALUES ({marks})",
+            (conversation_id, *values, int(is_used), now, now),
+        )
+        return int(cursor.lastrowid or 0)
+
+    @staticmethod
+    def _find_pk(conn: sqlite3.Connection, conversation_id: str) -> int | None:
+        """Return the pk of a conversation id, or None."""
+        sql = "SELECT id FROM conversations WHERE conversation_id = ?"
+        row = conn.execute(sql, (conversation_id,)).fetchone()
+        return None if row is None else int(row["id"])
+
+    def _upsert_conversation(
+        self,
+        conn: sqlite3.Connection,
+        conversation_id: str,
+        fields: dict[str, Any],
+        mark_used: bool,
+        now: str,
+    ) -> int:
+        """Create the row or overwrite the fields present; only mark_used can flip is_used (never back)."""
+        pk = self._find_pk(conn, conversation_id)
+        if pk is None:
+            return self._insert_conversation(conn, conversation_id, fields, mark_used, now)
+        columns = [key for key in CONVERSATION_FIELDS if key in fields]
+        assignments = [f"{column} = ?" for column in columns] + ["updated_at = ?"]
+        values = [_encode_json(fields[c]) if c == "metadata" else fields[c] for c in columns]
+        if mark_used:
+            assignments.append("is_used = 1")
+        conn.execute(f"UPDATE conversations SET {', '.join(assignments)} WHERE id = ?", (*values, now, pk))
+        return pk
+
+    @staticmethod
+    def _bump_activity(conn: sqlite3.Connection, pk: int, activity: str | None) -> None:
+        """Move last_activity forward (canonical timestamps compare correctly as text)."""
+        if activity is not None:
+            conn.execute(
+                "UPDATE conversations SET last_activity = ? "
+                "WHERE id = ? AND (last_activity IS NULL OR last_activity < ?)",
+                (activity, pk, activity),
+            )
+
+    def get_or_create_conversation(
+        self, conversation_id: str, fields: dict[str, Any], is_used: bool
+    ) -> tuple[dict[str, Any], bool]:
+        """Legacy get-or-create: an existing row is returned untouched; return (row, created)."""
+        with self._transaction() as conn:
+            pk = self._find_pk(conn, conversation_id)
+            created = pk is None
+            if pk is None:
+                pk = self._insert_conversation(conn, conversation_id, fields, is_used, utc_now())
+            row = conn.execute("SELECT * FROM conversations WHERE id = ?", (pk,)).fetchone()
+        return _conversation_row(row), created
+
+    def conversation_by_pk(self, pk: int) -> dict[str, Any] | None:
+        """Return one conversation row by primary key."""
+        rows = self._query("SELECT * FROM conversations WHERE id = ?", (pk,))
+        return _conversation_row(rows[0]) if rows else None
+
+    def conversation_by_id(self, conversation_id: str) -> dict[str, Any] | None:
+        """Return one conversation row by its client-side id."""
+        rows = self._query("SELECT * FROM conversations WHERE conversation_id = ?", (conversation_id,))
+        return _conversation_row(rows[0]) if rows else None
+
+    def list_conversations(
+        self, filters: dict[str, str], limit: int | None = None, offset: int = 0
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Return (total matching, one page of rows), newest activity first."""
+        usable = {key: value for key, value in filters.items() if key in FILTERABLE_FIELDS}
+        where = " AND ".join(f"{key} = ?" for key in usable) or "1 = 1"
+        params = list(usable.values())
+        with self._lock:
+            count_sql = f"SELECT COUNT(*) FROM conversations WHERE {where}"
+            total = self._conn.execute(count_sql, params).fetchone()[0]
+            rows = self._conn.execute(
+                f"SELECT * FROM conversations WHERE {where} "
+                "ORDER BY COALESCE(last_activity, updated_at) DESC, id DESC LIMIT ? OFFSET ?",
+                (*params, -1 if limit is None else limit, offset),
+            ).fetchall()
+        return int(total), [_conversation_row(row) for row in rows]
+
+    # -- ingest and spans ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _insert_spans(conn: sqlite3.Connection, pk: int, spans: list[dict[str, Any]], now: str) -> int:
+        """Insert spans, ignoring ones already stored for this conversation; return how many were new."""
+        stored = 0
+        for span in spans:
+            cursor = conn.execute(
+                f"INSERT OR IGNORE INTO spans (conversation_pk, {_SPAN_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    pk,
+                    span["span_id"],
+                    span["trace_id"],
+                    span.get("parent_span_id"),
+                    span["kind"],
+                    span["name"],
+                    span.get("started_at"),
+                    span.get("ended_at"),
+                    span.get("duration_ms"),
+                    span.get("status") or "unset",
+                    json.dumps(span.get("attributes") or {}, allow_nan=False),
+                    json.dumps(span.get("events") or [], allow_nan=False),
+                    _encode_json(span.get("otel")),
+                    now,
+                ),
+            )
+            stored += cursor.rowcount
+        return stored
+
+    def ingest(self, blocks: list[dict[str, Any]], default_environment: str) -> IngestResult:
+        """Store validated blocks in one transaction: upsert each conversation, then add its new spans.
+
+        A block with any span whose kind is not `conversation` marks the row used; a null environment is
+        treated as absent, and a new row without one gets `default_environment`.
+        """
+        result = IngestResult(conversations=len(blocks))
+        now = utc_now()
+        with self._transaction() as conn:
+            for block in blocks:
+                spans = block.get("spans") or []
+                fields = {key: block[key] for key in CONVERSATION_FIELDS if key in block}
+                if fields.get("environment") is None:
+                    fields.pop("environment", None)
+                    if self._find_pk(conn, block["conversation_id"]) is None:
+                        fields["environment"] = default_environment
+                mark_used = any(span.get("kind") != "conversation" for span in spans)
+                pk = self._upsert_conversation(conn, block["conversation_id"], fields, mark_used, now)
+                result.spans_received += len(spans)
+                result.spans_stored += self._insert_spans(conn, pk, spans, now)
+                self._bump_activity(conn, pk, block_activity(spans))
+        return result
+
+    def spans_of(self, pk: int) -> list[dict[str, Any]]:
+        """Return every stored span of a conversation in arrival order."""
+        rows = self._query(f"SELECT {_SPAN_COLUMNS} FROM spans WHERE conversation_pk = ? ORDER BY rowid", (pk,))
+        return [_span_row(row) for row in rows]
+
+    def span_exists(self, pk: int, span_id: str) -> bool:
+        """Tell whether a span id belongs to a conversation."""
+        sql = "SELECT 1 FROM spans WHERE conversation_pk = ? AND span_id = ?"
+        return bool(self._query(sql, (pk, span_id)))
+
+    def span_count(self, pk: int | None = None) -> int:
+        """Count stored spans, overall or for one conversation."""
+        if pk is None:
+            return int(self._query("SELECT COUNT(*) FROM spans")[0][0])
+        return int(self._query("SELECT COUNT(*) FROM spans WHERE conversation_pk = ?", (pk,))[0][0])
+
+    # -- attachments ---------------------------------------------------------------------------------
+
+    def add_attachments(
+        self, pk: int, files: list[NewFile], *, sender: str, message: str | None
+    ) -> list[dict[str, Any]]:
+        """Store uploads in one transaction; a file already stored (same sha256 and name) is reused."""
+        now = utc_now()
+        stored = []
+        with self._transaction() as conn:
+            for item in files:
+                digest = hashlib.sha256(item.data).hexdigest()
+                conn.execute(
+                    "INSERT OR IGNORE INTO attachments (conversation_pk, message, filename, mime_type, size, "
+                    "sha256, data, sender, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (pk, message, item.filename, item.mime_type, len(item.data), digest, item.data, sender, now),
+                )
+                row = conn.execute(
+                    "SELECT id, filename, mime_type, size, sha256 FROM attachments "
+                    "WHERE conversation_pk = ? AND sha256 = ? AND filename = ?",
+                    (pk, digest, item.filename),
+                ).fetchone()
+                stored.append(dict(row))
+            self._bump_activity(conn, pk, now)
+        return stored
+
+    def attachments_of(self, pk: int, *, with_data: bool = False) -> list[dict[str, Any]]:
+        """Return a conversation's uploads in upload order (bytes only when asked for)."""
+        columns = "id, message, filename, mime_type, size, sha256, sender, created_at"
+        if with_data:
+            columns += ", data"
+        rows = self._query(f"SELECT {columns} FROM attachments WHERE conversation_pk = ? ORDER BY id", (pk,))
+        return [dict(row) for row in rows]
+
+    def attachment(self, attachment_id: int) -> dict[str, Any] | None:
+        """Return one upload with its bytes, or None."""
+        rows = self._query("SELECT * FROM attachments WHERE id = ?", (attachment_id,))
+        return dict(rows[0]) if rows else None

@@ -1,0 +1,341 @@
+"""Ingest and legacy-conversation validation with the real service's rules (DRF-style messages).
+
+The real service validates the whole ingest payload at once and refuses the entire batch when any block is
+invalid, so these functions only collect errors; they never store anything.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .timeutil import parse_timestamp
+
+MAX_FIELD_CHARS = 255
+MAX_TEXT_CHARS = 16_384
+MAX_LISTED_BLOCKS = 20
+
+BLOCK_KEYS = frozenset(
+    {
+        "conversation_id",
+        "customer_id",
+        "customer_ip_address",
+        "device",
+        "source",
+        "language",
+        "name",
+        "environment",
+        "metadata",
+        "spans",
+    }
+)
+OPTIONAL_STRING_FIELDS = ("customer_id", "device", "source", "language", "name")
+SPAN_STATUSES = frozenset({"unset", "ok", "error"})
+SPAN_TEXT_ATTRIBUTES = ("agentsight.tool.response", "agentsight.tool.error")
+EVENT_TEXT_ATTRIBUTES = ("agentsight.message.content",)
+
+_SPAN_ID_RE = re.compile(r"[0-9a-f]{16}")
+_TRACE_ID_RE = re.compile(r"[0-9a-f]{32}")
+
+REQUIRED = "This field is required."
+NOT_NULL = "This field may not be null."
+NOT_BLANK = "This field may not be blank."
+NOT_STRING = "Not a valid string."
+TOO_LONG = f"Ensure this field has no more than {MAX_FIELD_CHARS} characters."
+TEXT_TOO_LONG = f"Ensure this field has no more than {MAX_TEXT_CHARS} characters."
+BAD_IP = "Enter a valid IPv4 or IPv6 address."
+NOT_OBJECT = "Expected a JSON object."
+UNKNOWN_FIELD = "Unknown field."
+NOT_BOOLEAN = "Must be a valid boolean."
+BAD_DATETIME = "Datetime has wrong format. Use ISO-8601."
+
+Errors = dict[str, list[str]]
+
+
+class EnvelopeError(ValueError):
+    """The body is not an ingest envelope at all, so no per-block detail can be given."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+@dataclass
+class BlockRejection:
+    """Why one conversation block was refused; `conversation_id` is read from the raw block."""
+
+    index: int
+    conversation_id: str
+    errors: Errors = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """Return the entry as it appears in the 400 body."""
+        return {"index": self.index, "conversation_id": self.conversation_id, "errors": self.errors}
+
+
+def _add(errors: Errors, key: str, message: str) -> None:
+    """Append one message under a field name."""
+    errors.setdefault(key, []).append(message)
+
+
+def _type_name(value: object) -> str:
+    """Name a value's type the way DRF messages do."""
+    return type(value).__name__
+
+
+def extract_blocks(payload: object) -> list[Any]:
+    """Return the `conversations` list of an envelope, or raise EnvelopeError for a malformed envelope."""
+    if not isinstance(payload, dict):
+        raise EnvelopeError(f"Invalid data. Expected a dictionary, but got {_type_name(payload)}.")
+    if "conversations" not in payload:
+        raise EnvelopeError(f"conversations: {REQUIRED}")
+    blocks = payload["conversations"]
+    if not isinstance(blocks, list):
+        raise EnvelopeError(f'conversations: Expected a list of items but got type "{_type_name(blocks)}".')
+    return blocks
+
+
+def check_optional_string(data: dict[str, Any], key: str, errors: Errors) -> None:
+    """A present string field must be a str of at most 255 characters (null allowed)."""
+    if key not in data or data[key] is None:
+        return
+    value = data[key]
+    if not isinstance(value, str):
+        _add(errors, key, NOT_STRING)
+    elif len(value) > MAX_FIELD_CHARS:
+        _add(errors, key, TOO_LONG)
+
+
+def check_ip_address(data: dict[str, Any], errors: Errors) -> None:
+    """A present customer_ip_address must parse as IPv4 or IPv6, like DRF's IPAddressField."""
+    value = data.get("customer_ip_address")
+    if value is None:
+        return
+    if not isinstance(value, str):
+        _add(errors, "customer_ip_address", BAD_IP)
+        return
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        _add(errors, "customer_ip_address", BAD_IP)
+
+
+def check_environment(data: dict[str, Any], environments: Iterable[str], errors: Errors) -> None:
+    """A present environment must be one of this server's slugs, matched exactly (aliases are not stored)."""
+    value = data.get("environment")
+    if value is None:
+        return
+    if not isinstance(value, str):
+        _add(errors, "environment", NOT_STRING)
+        return
+    known = sorted(environments)
+    if value not in known:
+        _add(errors, "environment", f'Unknown environment "{value}". Known slugs: {", ".join(known)}.')
+
+
+def check_metadata(data: dict[str, Any], errors: Errors) -> None:
+    """Metadata must be an object when present; null is allowed."""
+    value = data.get("metadata")
+    if value is not None and not isinstance(value, dict):
+        _add(errors, "metadata", NOT_OBJECT)
+
+
+def check_conversation_fields(data: dict[str, Any], environments: Iterable[str], errors: Errors) -> None:
+    """Validate every conversation field except conversation_id and spans."""
+    for key in OPTIONAL_STRING_FIELDS:
+        check_optional_string(data, key, errors)
+    check_ip_address(data, errors)
+    check_environment(data, environments, errors)
+    check_metadata(data, errors)
+
+
+def _check_block_conversation_id(block: dict[str, Any], errors: Errors) -> None:
+    """Ingest needs a non-empty string conversation_id of at most 255 characters."""
+    if "conversation_id" not in block:
+        _add(errors, "conversation_id", REQUIRED)
+        return
+    value = block["conversation_id"]
+    if value is None:
+        _add(errors, "conversation_id", NOT_NULL)
+    elif not isinstance(value, str):
+        _add(errors, "conversation_id", NOT_STRING)
+    elif not value.strip():
+        _add(errors, "conversation_id", NOT_BLANK)
+    elif len(value) > MAX_FIELD_CHARS:
+        _add(errors, "conversation_id", TOO_LONG)
+
+
+def _check_hex(
+    span: dict[str, Any],
+    key: str,
+    pattern: re.Pattern[str],
+    chars: int,
+    errors: Errors,
+    prefix: str,
+    nullable: bool = False,
+) -> None:
+    """A span identifier must be lowercase hex of a fixed length (or null when allowed)."""
+    value = span.get(key)
+    if value is None and nullable:
+        return
+    if value is None and key not in span:
+        _add(errors, f"{prefix}.{key}", REQUIRED)
+    elif not isinstance(value, str) or pattern.fullmatch(value) is None:
+        _add(errors, f"{prefix}.{key}", f"Must be {chars} lowercase hex characters.")
+
+
+def _check_span_text(span: dict[str, Any], key: str, errors: Errors, prefix: str) -> None:
+    """kind and name are required strings."""
+    if key not in span:
+        _add(errors, f"{prefix}.{key}", REQUIRED)
+    elif not isinstance(span[key], str):
+        _add(errors, f"{prefix}.{key}", NOT_STRING)
+
+
+def _check_optional_timestamp(data: dict[str, Any], key: str, errors: Errors, prefix: str) -> None:
+    """A timestamp field may be null or absent; otherwise it must be ISO-8601."""
+    value = data.get(key)
+    if value is not None and parse_timestamp(value) is None:
+        _add(errors, f"{prefix}.{key}", BAD_DATETIME)
+
+
+def _check_long_texts(attributes: dict[str, Any], keys: Iterable[str], errors: Errors, prefix: str) -> None:
+    """Message content, tool response and tool error are text limited to 16,384 characters."""
+    for key in keys:
+        value = attributes.get(key)
+        if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
+            _add(errors, f"{prefix}.attributes.{key}", TEXT_TOO_LONG)
+
+
+def _check_events(span: dict[str, Any], errors: Errors, prefix: str) -> None:
+    """Events must be a list of {name, timestamp, attributes} objects."""
+    events = span.get("events")
+    if events is None:
+        return
+    if not isinstance(events, list):
+        _add(errors, f"{prefix}.events", f'Expected a list of items but got type "{_type_name(events)}".')
+        return
+    for index, event in enumerate(events):
+        where = f"{prefix}.events[{index}]"
+        if not isinstance(event, dict):
+            _add(errors, where, NOT_OBJECT)
+            continue
+        _check_span_text(event, "name", errors, where)
+        if "timestamp" not in event or event["timestamp"] is None:
+            _add(errors, f"{where}.timestamp", REQUIRED)
+        else:
+            _check_optional_timestamp(event, "timestamp", errors, where)
+        attributes = event.get("attributes")
+        if attributes is None:
+            continue
+        if not isinstance(attributes, dict):
+            _add(errors, f"{where}.attributes", NOT_OBJECT)
+        else:
+            _check_long_texts(attributes, EVENT_TEXT_ATTRIBUTES, errors, where)
+
+
+def _check_span(span: object, errors: Errors, prefix: str) -> None:
+    """Validate one span dict against the 2.1 span shape."""
+    if not isinstance(span, dict):
+        _add(errors, prefix, NOT_OBJECT)
+        return
+    _check_hex(span, "span_id", _SPAN_ID_RE, 16, errors, prefix)
+    _check_hex(span, "trace_id", _TRACE_ID_RE, 32, errors, prefix)
+    _check_hex(span, "parent_span_id", _SPAN_ID_RE, 16, errors, prefix, nullable=True)
+    _check_span_text(span, "kind", errors, prefix)
+    _check_span_text(span, "name", errors, prefix)
+    _check_optional_timestamp(span, "started_at", errors, prefix)
+    _check_optional_timestamp(span, "ended_at", errors, prefix)
+    duration = span.get("duration_ms")
+    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))):
+        _add(errors, f"{prefix}.duration_ms", "A valid number is required.")
+    status = span.get("status", "unset")
+    if not isinstance(status, str) or status not in SPAN_STATUSES:
+        _add(errors, f"{prefix}.status", f'"{status}" is not a valid choice.')
+    attributes = span.get("attributes", {})
+    if not isinstance(attributes, dict):
+        _add(errors, f"{prefix}.attributes", NOT_OBJECT)
+    else:
+        _check_long_texts(attributes, SPAN_TEXT_ATTRIBUTES, errors, prefix)
+    _check_events(span, errors, prefix)
+    otel = span.get("otel")
+    if otel is not None and not isinstance(otel, dict):
+        _add(errors, f"{prefix}.otel", NOT_OBJECT)
+
+
+def _check_spans(block: dict[str, Any], errors: Errors) -> None:
+    """spans is optional; when present it must be a list of valid span dicts."""
+    spans = block.get("spans")
+    if spans is None:
+        return
+    if not isinstance(spans, list):
+        _add(errors, "spans", f'Expected a list of items but got type "{_type_name(spans)}".')
+        return
+    for index, span in enumerate(spans):
+        _check_span(span, errors, f"spans[{index}]")
+
+
+def validate_block(block: object, environments: Iterable[str]) -> Errors:
+    """Return the field errors of one ingest block (empty when it is valid)."""
+    if not isinstance(block, dict):
+        return {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {_type_name(block)}."]}
+    errors: Errors = {}
+    for key in block:
+        if key not in BLOCK_KEYS:
+            _add(errors, key, UNKNOWN_FIELD)
+    _check_block_conversation_id(block, errors)
+    check_conversation_fields(block, environments, errors)
+    _check_spans(block, errors)
+    return errors
+
+
+def raw_conversation_id(block: object) -> str:
+    """Read the block's conversation_id for error reports, whatever its type."""
+    if not isinstance(block, dict) or block.get("conversation_id") is None:
+        return ""
+    value = block["conversation_id"]
+    return value if isinstance(value, str) else str(value)
+
+
+def validate_ingest(payload: object, environments: Iterable[str]) -> list[BlockRejection]:
+    """Validate a whole envelope; raise EnvelopeError or return the rejected blocks (empty if all valid)."""
+    known = tuple(environments)
+    rejections = []
+    for index, block in enumerate(extract_blocks(payload)):
+        errors = validate_block(block, known)
+        if errors:
+            rejections.append(BlockRejection(index, raw_conversation_id(block), errors))
+    return rejections
+
+
+def rejection_body(rejections: list[BlockRejection]) -> dict[str, Any]:
+    """Build the 400 body: a summary, at most 20 listed blocks and whether the list was cut."""
+    return {
+        "detail": f"{len(rejections)} conversation(s) rejected",
+        "conversations": [item.as_json() for item in rejections[:MAX_LISTED_BLOCKS]],
+        "truncated": len(rejections) > MAX_LISTED_BLOCKS,
+    }
+
+
+def validate_legacy_conversation(body: object, environments: Iterable[str]) -> Errors:
+    """Validate a legacy `POST /api/conversations/` body (extra keys such as timestamp are ignored)."""
+    if not isinstance(body, dict):
+        return {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {_type_name(body)}."]}
+    errors: Errors = {}
+    value = body.get("conversation_id")
+    if value is None:
+        _add(errors, "conversation_id", REQUIRED if "conversation_id" not in body else NOT_NULL)
+    elif isinstance(value, bool) or not isinstance(value, (str, int)):
+        _add(errors, "conversation_id", NOT_STRING)
+    elif not str(value).strip():
+        _add(errors, "conversation_id", NOT_BLANK)
+    elif len(str(value)) > MAX_FIELD_CHARS:
+        _add(errors, "conversation_id", TOO_LONG)
+    check_conversation_fields(body, environments, errors)
+    is_used = body.get("is_used")
+    if is_used is not None and not isinstance(is_used, bool):
+        _add(errors, "is_used", NOT_BOOLEAN)
+    return errors
