@@ -5,29 +5,24 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from collections.abc import Sequence
 
 from .version import __version__
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .localserver import LocalServer, generate_api_key
+    from .localserver import LocalServer, generate_api_key, serve
 
     key = args.api_key or generate_api_key()
-    server = LocalServer(args.host, args.port, api_keys=[key], db_path=args.db, gzip_ingest=not args.no_gzip)
-    server.start()
-    print(f"AgentSight-compatible server listening on {server.url} (database: {args.db})")
-    print("Point the tracker or exporter at it with:")
-    print(f"  export AGENTSIGHT_API_ENDPOINT={server.url}")
-    print(f"  export AGENTSIGHT_API_KEY={key}   # a key for this local server only")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+
+    def banner(server: LocalServer) -> None:
+        print(f"AgentSight-compatible server listening on {server.url} (database: {args.db})")
+        print("Point the tracker or exporter at it with:")
+        print(f"  export AGENTSIGHT_API_ENDPOINT={server.url}")
+        print(f"  export AGENTSIGHT_API_KEY={key}   # a key for this local server only")
+        sys.stdout.flush()
+
+    serve(args.host, args.port, api_keys=[key], db_path=args.db, gzip_ingest=not args.no_gzip, on_ready=banner)
     return 0
 
 

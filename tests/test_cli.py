@@ -1,0 +1,51 @@
+"""The command line, as a user runs it: `agentsight-otel demo` and `agentsight-otel serve` in subprocesses."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import requests
+
+CLI = [sys.executable, "-m", "agentsight_otel.cli"]
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSIGHT_")}
+    env.update(extra)
+    return env
+
+
+def test_demo_without_a_key_ships_to_a_local_server_and_prints_the_stored_transcript(tmp_path):
+    out = subprocess.run(CLI + ["demo"], capture_output=True, text=True, timeout=120, env=_env(), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "errors': 0" in out.stdout
+    kinds = [line.split()[1] for line in lines if re.match(r"^  \d\d:\d\d:\d\d\.\d{3}  ", line)]
+    assert kinds == ["user", "action", "tokens", "agent", "button", "files", "agent"]
+    assert "invoice-1042.pdf" in out.stdout and "gpt-4o-mini: 182 in / 41 out" in out.stdout
+
+
+def test_serve_answers_on_loopback_and_prints_how_to_connect(tmp_path):
+    db = tmp_path / "local.db"
+    proc = subprocess.Popen(
+        CLI + ["serve", "--port", "0", "--db", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        banner = [proc.stdout.readline() for _ in range(4)]
+        url = re.search(r"http://127\.0\.0\.1:\d+", banner[0]).group(0)
+        key = re.search(r"AGENTSIGHT_API_KEY=(\S+)", "".join(banner)).group(1)
+        me = requests.get(url + "/api/me/", headers={"Authorization": f"Api-Key {key}"}, timeout=10)
+        assert me.status_code == 200 and me.json()["role"] == "write"
+        assert requests.get(url + "/api/me/", timeout=10).status_code == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+    assert db.exists()
