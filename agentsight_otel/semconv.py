@@ -11,6 +11,17 @@ CONVERSATION_NAME = "agentsight.conversation.name"
 CONVERSATION_ENVIRONMENT = "agentsight.conversation.environment"
 CONVERSATION_METADATA = "agentsight.conversation.metadata"
 
+# Conversation block field (AgentSight's name) -> span attribute carrying it. Metadata travels separately.
+CONVERSATION_FIELD_ATTRIBUTES = {
+    "customer_id": CONVERSATION_CUSTOMER_ID,
+    "customer_ip_address": CONVERSATION_CUSTOMER_IP,
+    "device": CONVERSATION_DEVICE,
+    "source": CONVERSATION_SOURCE,
+    "language": CONVERSATION_LANGUAGE,
+    "name": CONVERSATION_NAME,
+    "environment": CONVERSATION_ENVIRONMENT,
+}
+
 # Span-level attributes (agentsight 0.1.x names).
 SPAN_KIND = "agentsight.span.kind"
 ENTITY_NAME = "agentsight.entity.name"

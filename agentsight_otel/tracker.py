@@ -47,15 +47,6 @@ logger = logging.getLogger("agentsight_otel")
 SPAN_NAME = "agentsight.conversation"
 FOREIGN_PROVIDER_MAX_EVENTS = 128  # the SDK's default per-span event limit; roll over before reaching it
 _TOKEN_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "embedding_tokens")
-_FIELD_ATTRS = {
-    "customer_id": sc.CONVERSATION_CUSTOMER_ID,
-    "customer_ip_address": sc.CONVERSATION_CUSTOMER_IP,
-    "device": sc.CONVERSATION_DEVICE,
-    "source": sc.CONVERSATION_SOURCE,
-    "language": sc.CONVERSATION_LANGUAGE,
-    "name": sc.CONVERSATION_NAME,
-    "environment": sc.CONVERSATION_ENVIRONMENT,
-}
 
 
 # -- argument checks ----------------------------------------------------------------------------------------
@@ -351,34 +342,35 @@ class ConversationTracker:
             bucket = self._buckets[cid] = _Bucket(cid)
         return bucket
 
+    def _start_span(self, cid: str, fields: Mapping[str, Any], start_ns: int | None = None) -> Any:
+        """A tracker span in the conversation's trace: a child of its virtual root, linked to the caller's span."""
+        parent = NonRecordingSpan(
+            SpanContext(
+                conversation_trace_id(cid),
+                conversation_root_span_id(cid),
+                is_remote=True,
+                trace_flags=TraceFlags(TraceFlags.SAMPLED),
+            )
+        )
+        current = trace.get_current_span().get_span_context()
+        attributes: dict[str, Any] = {sc.CONVERSATION_ID: cid, sc.SPAN_KIND: sc.KIND_TRACKER}
+        attributes.update(self._field_attributes(fields))
+        return self._get_tracer().start_span(
+            SPAN_NAME,
+            context=trace.set_span_in_context(parent, Context()),
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            links=[Link(current)] if current.is_valid else None,
+            start_time=start_ns,
+        )
+
     def _open_span(self, bucket: _Bucket, start_ns: int) -> Any:
         limit = None if self._own_provider else FOREIGN_PROVIDER_MAX_EVENTS
         if bucket.span is not None and limit is not None and bucket.events_in_span >= limit:
             bucket.span.end()  # roll over before the SDK's event limit would drop events
             bucket.span = None
         if bucket.span is None:
-            tracer = self._get_tracer()
-            cid = bucket.conversation_id
-            parent = NonRecordingSpan(
-                SpanContext(
-                    conversation_trace_id(cid),
-                    conversation_root_span_id(cid),
-                    is_remote=True,
-                    trace_flags=TraceFlags(TraceFlags.SAMPLED),
-                )
-            )
-            current = trace.get_current_span().get_span_context()
-            links = [Link(current)] if current.is_valid else None
-            attributes: dict[str, Any] = {sc.CONVERSATION_ID: cid, sc.SPAN_KIND: sc.KIND_TRACKER}
-            attributes.update(self._field_attributes(bucket.fields))
-            span = tracer.start_span(
-                SPAN_NAME,
-                context=trace.set_span_in_context(parent, Context()),
-                kind=SpanKind.INTERNAL,
-                attributes=attributes,
-                links=links,
-                start_time=start_ns,
-            )
+            span = self._start_span(bucket.conversation_id, bucket.fields, start_ns)
             if not span.is_recording() and not self._warned_not_recording:
                 self._warned_not_recording = True
                 logger.warning("the configured TracerProvider does not record the tracker's spans; nothing is sent")
@@ -401,7 +393,11 @@ class ConversationTracker:
 
     @staticmethod
     def _field_attributes(fields: Mapping[str, Any]) -> dict[str, Any]:
-        attrs = {_FIELD_ATTRS[k]: v for k, v in fields.items() if k in _FIELD_ATTRS and v is not None}
+        attrs = {
+            sc.CONVERSATION_FIELD_ATTRIBUTES[k]: v
+            for k, v in fields.items()
+            if k in sc.CONVERSATION_FIELD_ATTRIBUTES and v is not None
+        }
         if fields.get("metadata") is not None:
             attrs[sc.CONVERSATION_METADATA] = fields["metadata"]
         return attrs
@@ -493,15 +489,7 @@ class ConversationTracker:
         )
         env = fields.get("environment") or self._options.get("environment") or "development"
         fields["environment"] = env
-        tracer = self._get_tracer()
-        parent = NonRecordingSpan(
-            SpanContext(
-                conversation_trace_id(cid), conversation_root_span_id(cid), True, TraceFlags(TraceFlags.SAMPLED)
-            )
-        )
-        attributes: dict[str, Any] = {sc.CONVERSATION_ID: cid, sc.SPAN_KIND: sc.KIND_TRACKER}
-        attributes.update(self._field_attributes(fields))
-        span = tracer.start_span(SPAN_NAME, context=trace.set_span_in_context(parent, Context()), attributes=attributes)
+        span = self._start_span(cid, fields)
         span.add_event(sc.EVENT_CONVERSATION, {sc.CONVERSATION_IS_USED: False})
         span.end()
         self._flush_foreign()

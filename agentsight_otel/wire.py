@@ -171,16 +171,7 @@ def _document(text: str | None) -> str | None:
 
 def _conversation_attributes(fields: dict[str, Any]) -> dict[str, Any]:
     attrs: dict[str, Any] = {sc.CONVERSATION_ID: fields["conversation_id"]}
-    names = {
-        "customer_id": sc.CONVERSATION_CUSTOMER_ID,
-        "customer_ip_address": sc.CONVERSATION_CUSTOMER_IP,
-        "device": sc.CONVERSATION_DEVICE,
-        "source": sc.CONVERSATION_SOURCE,
-        "language": sc.CONVERSATION_LANGUAGE,
-        "name": sc.CONVERSATION_NAME,
-        "environment": sc.CONVERSATION_ENVIRONMENT,
-    }
-    for key, attr in names.items():
+    for key, attr in sc.CONVERSATION_FIELD_ATTRIBUTES.items():
         if key in fields:
             attrs[attr] = fields[key]
     return attrs
