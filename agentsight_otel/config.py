@@ -27,6 +27,14 @@ ENV_ENDPOINT = "AGENTSIGHT_API_ENDPOINT"
 ENV_ENVIRONMENT = "AGENTSIGHT_ENVIRONMENT"
 ENV_LOG_LEVEL = "AGENTSIGHT_LOG_LEVEL"
 ENV_TIMEOUT = "AGENTSIGHT_TIMEOUT"
+ENV_SPOOL_DIR = "AGENTSIGHT_SPOOL_DIR"
+ENV_SPOOL_MAX_BYTES = "AGENTSIGHT_SPOOL_MAX_BYTES"
+ENV_MAX_REQUEST_BYTES = "AGENTSIGHT_MAX_REQUEST_BYTES"
+ENV_EXIT_TIMEOUT = "AGENTSIGHT_EXIT_TIMEOUT"
+DEFAULT_SPOOL_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+DEFAULT_EXIT_TIMEOUT_S = 5.0
+SPOOL_OFF = ("off", "none", "false", "0", "disabled")
 
 logger = logging.getLogger("agentsight_otel")
 
@@ -96,6 +104,10 @@ class Settings:
     environment: str | None = None
     log_level: str | None = None
     timeout: float = DEFAULT_TIMEOUT_S
+    spool_dir: str | None = None  # None: no spool (explicitly switched off)
+    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    exit_timeout: float = DEFAULT_EXIT_TIMEOUT_S
 
     @property
     def key_hint(self) -> str:
@@ -126,6 +138,10 @@ def resolve_settings(
     environment: Any = UNSET,
     log_level: Any = UNSET,
     timeout: Any = UNSET,
+    spool_dir: Any = UNSET,
+    spool_max_bytes: Any = UNSET,
+    max_request_bytes: Any = UNSET,
+    exit_timeout: Any = UNSET,
 ) -> Settings:
     """Build :class:`Settings` from arguments, then the environment, then ``.env``, then defaults.
 
@@ -147,20 +163,53 @@ def resolve_settings(
         if level not in LOG_LEVELS:
             logger.warning("unknown log level %r; using INFO", level)
             level = "INFO"
-    raw_timeout = pick(timeout, ENV_TIMEOUT)
-    try:
-        timeout_s = float(raw_timeout) if raw_timeout is not None else DEFAULT_TIMEOUT_S
-    except ValueError:
-        raise ValueError(f"{ENV_TIMEOUT} must be a number of seconds, got {raw_timeout!r}") from None
-    if timeout_s <= 0:
-        raise ValueError(f"timeout must be positive, got {timeout_s}")
+    raw_spool = pick(spool_dir, ENV_SPOOL_DIR)
+    if raw_spool is False or (isinstance(raw_spool, str) and raw_spool.strip().lower() in SPOOL_OFF):
+        spool = None
+    else:
+        from .spool import default_spool_dir
+
+        spool = str(raw_spool) if raw_spool else str(default_spool_dir())
     return Settings(
         api_key=key,
         endpoint=normalize_endpoint(str(raw_endpoint)),
         environment=env,
         log_level=level,
-        timeout=timeout_s,
+        timeout=_number(pick(timeout, ENV_TIMEOUT), "timeout", ENV_TIMEOUT, DEFAULT_TIMEOUT_S),
+        spool_dir=spool,
+        spool_max_bytes=int(
+            _number(
+                pick(spool_max_bytes, ENV_SPOOL_MAX_BYTES),
+                "spool_max_bytes",
+                ENV_SPOOL_MAX_BYTES,
+                DEFAULT_SPOOL_MAX_BYTES,
+            )
+        ),
+        max_request_bytes=int(
+            _number(
+                pick(max_request_bytes, ENV_MAX_REQUEST_BYTES),
+                "max_request_bytes",
+                ENV_MAX_REQUEST_BYTES,
+                DEFAULT_MAX_REQUEST_BYTES,
+            )
+        ),
+        exit_timeout=_number(
+            pick(exit_timeout, ENV_EXIT_TIMEOUT), "exit_timeout", ENV_EXIT_TIMEOUT, DEFAULT_EXIT_TIMEOUT_S
+        ),
     )
+
+
+def _number(value: Any, name: str, env_name: str, default: float) -> float:
+    """A positive number from an argument or an environment string, with an error naming both."""
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} ({env_name}) must be a number, got {value!r}") from None
+    if number <= 0 or number != number:
+        raise ValueError(f"{name} ({env_name}) must be positive, got {value!r}")
+    return number
 
 
 def apply_log_level(level: str | None) -> None:

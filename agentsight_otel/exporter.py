@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import base64
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,25 +18,26 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from .attachments import AttachmentStore, pending_attachments
 from .batch import group_by_conversation
 from .config import UNSET, Settings, apply_log_level, resolve_settings
-from .jsondoc import parse_document
+from .delivery import Delivery, DeliveryStats, Unit
+from .jsondoc import dumps, parse_document
 from .outcomes import Outcome, OutcomeLedger, ledger
 from .readers import read_spans
 from .records import Attachments, ConversationBatch
-from .transport import Reply, Transport, error_detail
-from .wire import Block, BlockRules, Payload, encode
+from .spool import KIND_ATTACHMENTS, Spool, spool_path
+from .transport import Transport
+from .wire import BlockRules, encode
 
 logger = logging.getLogger("agentsight_otel")
-
-INGEST_PATH = "/api/ingest/"
 
 
 class AgentSightSpanExporter(SpanExporter):
     """An OpenTelemetry ``SpanExporter`` that ships the conversations found in spans to AgentSight.
 
     Every argument falls back to the environment (``AGENTSIGHT_API_KEY``, ``AGENTSIGHT_API_ENDPOINT``,
-    ``AGENTSIGHT_ENVIRONMENT``, ``AGENTSIGHT_LOG_LEVEL``, ``AGENTSIGHT_TIMEOUT``, or a ``.env`` file), so
+    ``AGENTSIGHT_ENVIRONMENT``, ``AGENTSIGHT_TIMEOUT``, ``AGENTSIGHT_SPOOL_DIR``, ... or a ``.env`` file), so
     ``AgentSightSpanExporter()`` works under ``OTEL_TRACES_EXPORTER=agentsight``. ``export`` never raises and
-    returns within ``timeout`` seconds (plus one request's timeout).
+    returns within about ``timeout`` seconds; what it could not deliver waits in the on-disk spool and is
+    replayed in the background until AgentSight accepts it.
     """
 
     def __init__(
@@ -44,16 +48,28 @@ class AgentSightSpanExporter(SpanExporter):
         environment: str | None = UNSET,
         timeout: float | None = UNSET,
         log_level: str | None = UNSET,
+        spool_dir: Any = UNSET,
+        spool_max_bytes: int | None = UNSET,
+        max_request_bytes: int | None = UNSET,
+        exit_timeout: float | None = UNSET,
         session: Any = None,
         attachment_store: AttachmentStore | None = None,
         outcome_ledger: OutcomeLedger | None = None,
     ) -> None:
-        explicit = any(v is not UNSET for v in (api_key, endpoint, environment, timeout))
+        options = {
+            "api_key": api_key,
+            "endpoint": endpoint,
+            "environment": environment,
+            "timeout": timeout,
+            "spool_dir": spool_dir,
+            "spool_max_bytes": spool_max_bytes,
+            "max_request_bytes": max_request_bytes,
+            "exit_timeout": exit_timeout,
+        }
+        explicit = any(v is not UNSET for v in options.values())
         self._config_error: str | None = None
         try:
-            self._settings = resolve_settings(
-                api_key=api_key, endpoint=endpoint, environment=environment, timeout=timeout, log_level=log_level
-            )
+            self._settings = resolve_settings(log_level=log_level, **options)
         except ValueError as exc:
             if explicit:
                 raise
@@ -62,20 +78,32 @@ class AgentSightSpanExporter(SpanExporter):
             logger.error("%s", self._config_error)
             self._settings = Settings()
         apply_log_level(self._settings.log_level)
+        self._rules = BlockRules(self._settings.environment)
+        self._attachments = attachment_store or pending_attachments
+        self._ledger = outcome_ledger or ledger
+        self._shutdown = threading.Event()
+        self._lock = threading.Lock()
+        self._exiting = False
         self._transport: Transport | None = None
+        self._spool: Spool | None = None
+        self._delivery: Delivery | None = None
         if self._settings.api_key:
             self._transport = Transport(self._settings, session=session)
+            self._spool = self._open_spool()
+            self._delivery = Delivery(
+                self._transport,
+                self._spool,
+                timeout=self._settings.timeout,
+                max_request_bytes=self._settings.max_request_bytes,
+                key_hint=self._settings.key_hint,
+            )
+            self._delivery.start_replayer()  # data an earlier run could not deliver goes first
         elif self._config_error is None:
             self._config_error = (
                 "no AgentSight API key: set AGENTSIGHT_API_KEY or pass api_key= "
                 "(run `agentsight-otel serve` for a local server and key)"
             )
-        self._rules = BlockRules(self._settings.environment)
-        self._attachments = attachment_store or pending_attachments
-        self._ledger = outcome_ledger or ledger
-        self._shutdown = threading.Event()
-        self._reported: set[str] = set()
-        self._lock = threading.Lock()
+        _track_for_fork_and_exit(self)
 
     def __repr__(self) -> str:
         return f"AgentSightSpanExporter(endpoint={self._settings.endpoint!r}, key={self._settings.key_hint})"
@@ -84,6 +112,25 @@ class AgentSightSpanExporter(SpanExporter):
     def settings(self) -> Settings:
         return self._settings
 
+    @property
+    def spool(self) -> Spool | None:
+        """The on-disk spool of undelivered data (``None`` when switched off or without a key)."""
+        return self._spool
+
+    def stats(self) -> dict[str, int]:
+        """Delivery counters: requests, retries, delivered, spooled, replayed, dead, splits, replay_rounds."""
+        return self._delivery.stats.as_dict() if self._delivery is not None else DeliveryStats().as_dict()
+
+    def _open_spool(self) -> Spool | None:
+        if self._settings.spool_dir is None:
+            return None
+        path = spool_path(self._settings.spool_dir, self._settings.endpoint)
+        try:
+            return Spool(path, max_bytes=self._settings.spool_max_bytes)
+        except Exception as exc:  # noqa: BLE001 - an unwritable directory must not stop the app
+            logger.error("AgentSight spool %s cannot be opened (%s): undelivered data will be dropped", path, exc)
+            return None
+
     # -- SpanExporter ---------------------------------------------------------------------------------------
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -91,22 +138,43 @@ class AgentSightSpanExporter(SpanExporter):
             logger.warning("AgentSight exporter already shut down; %d span(s) not exported", len(spans))
             return SpanExportResult.FAILURE
         try:
-            with self._lock:  # export is never concurrent per the spec; the tracker may call from any thread
+            with self._lock:
                 return self._export(spans)
         except Exception:  # noqa: BLE001 - an exporter must never raise into the SDK
             logger.exception("AgentSight export failed unexpectedly")
             return SpanExportResult.FAILURE
 
     def shutdown(self, timeout_millis: float = 30_000) -> None:
+        """Stop the replayer and interrupt any backoff wait; idempotent. Undelivered data stays spooled."""
         if self._shutdown.is_set():
             logger.warning("AgentSight exporter shutdown called more than once")
             return
         self._shutdown.set()
+        if self._delivery is not None:
+            self._delivery.stop(timeout=min(0.5, timeout_millis / 1000))
         if self._transport is not None:
             self._transport.close()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return not self._shutdown.is_set()  # nothing is buffered inside the exporter
+        """Replay what waits in the spool, within the timeout; True when nothing is left waiting."""
+        if self._shutdown.is_set():
+            return False
+        if self._delivery is None:
+            return True
+        deadline = time.monotonic() + max(timeout_millis, 0) / 1000
+        return self._delivery.drain(deadline)
+
+    def spool_spans(self, spans: Sequence[ReadableSpan], reason: str) -> None:
+        """Encode spans and put them straight into the spool, without touching the network (a full queue)."""
+        batches = group_by_conversation(read_spans(spans))
+        if not batches:
+            return
+        if self._delivery is None:
+            self._record(batches, Outcome(False, self._config_error or "exporter not configured"))
+            return
+        units, owners = self._units(batches)
+        outcomes = self._delivery.spool_units(units, reason)
+        self._record_outcomes(units, owners, outcomes)
 
     # -- stages ---------------------------------------------------------------------------------------------
 
@@ -114,69 +182,37 @@ class AgentSightSpanExporter(SpanExporter):
         batches = group_by_conversation(read_spans(spans))
         if not batches:
             return SpanExportResult.SUCCESS
-        if self._transport is None:
+        if self._delivery is None or self._transport is None:
             message = self._config_error or "AgentSight exporter is not configured"
-            self._report_once(message, message)
             self._record(batches, Outcome(False, message))
+            logger.error("%s", message)
             return SpanExportResult.FAILURE
-        info = self._transport.server_info()
-        self._rules.learn_environments(info.environments)
+        self._rules.learn_environments(self._transport.server_info().environments)
+        units, owners = self._units(batches)
+        budget = self._settings.exit_timeout if self._exiting else self._settings.timeout
+        outcomes = self._delivery.deliver(units, time.monotonic() + budget)
+        self._record_outcomes(units, owners, outcomes)
+        delivered = all(outcomes.get(id(u), Outcome(False)).delivered for u in units)
+        return SpanExportResult.SUCCESS if delivered else SpanExportResult.FAILURE
+
+    def _units(self, batches: list[ConversationBatch]) -> tuple[list[Unit], dict[int, ConversationBatch]]:
+        """Ingest blocks, then the attachment uploads whose bytes this process holds."""
         payload = encode(batches, self._rules)
-        delivered = self._deliver(payload)
-        self._upload_attachments([b for b in batches if b.conversation.conversation_id in delivered])
-        return SpanExportResult.SUCCESS if len(delivered) == len(payload.blocks) else SpanExportResult.FAILURE
-
-    def _deliver(self, payload: Payload) -> set[str]:
-        """POST the payload; on a 400 that names blocks, set those aside and resend the rest once."""
-        assert self._transport is not None
-        deadline = time.monotonic() + self._settings.timeout
-        pending = list(payload.blocks)
-        delivered: set[str] = set()
-        for _round in range(2):
-            reply = self._transport.post_json(INGEST_PATH, payload.body(pending), deadline=deadline, allow_gzip=True)
-            if reply.ok:
-                for block in pending:
-                    self._record_block(block, Outcome(True, None, reply.body))
-                    delivered.add(block.conversation_id)
-                return delivered
-            rejected = _rejected_blocks(reply, len(pending))
-            if not rejected:
-                break
-            for index, reason in rejected.items():
-                block = pending[index]
-                logger.warning("AgentSight refused conversation %s: %s", block.conversation_id, reason)
-                self._record_block(block, Outcome(False, f"HTTP 400: {reason}", reply.body))
-            pending = [b for i, b in enumerate(pending) if i not in rejected]
-            if not pending:
-                return delivered
-        message = self._describe_failure(reply)
-        for block in pending:
-            self._record_block(block, Outcome(False, message, reply.body))
-        return delivered
-
-    def _describe_failure(self, reply: Reply) -> str:
-        if reply.status in (401, 403):
-            message = (
-                f"AgentSight rejected the API key ({self._settings.key_hint}) with HTTP {reply.status} at "
-                f"{INGEST_PATH}: the key is unknown, revoked or read-only; check AGENTSIGHT_API_KEY"
-            )
-            self._report_once("key", message)
-            return message
-        message = f"AgentSight ingest failed after {reply.attempts} attempt(s): {reply.describe()}"
-        logger.warning("%s", message)
-        return message
-
-    def _upload_attachments(self, batches: list[ConversationBatch]) -> None:
-        """Upload the bytes behind delivered attachment descriptors (``/api/attachments/``)."""
-        assert self._transport is not None
+        units: list[Unit] = []
+        owners: dict[int, ConversationBatch] = {}
+        for block, batch in zip(payload.blocks, (b for b in batches if b.records)):
+            unit = Unit(block.conversation_id, dumps(block.body), sources=block.sources)
+            units.append(unit)
+            owners[id(unit)] = batch
         for batch in batches:
-            cid = batch.conversation.conversation_id
             for record in batch.records:
                 if isinstance(record, Attachments):
-                    self._upload_one(cid, record)
+                    upload = self._attachment_unit(batch.conversation.conversation_id, record)
+                    if upload is not None:
+                        units.append(upload)
+        return units, owners
 
-    def _upload_one(self, cid: str, record: Attachments) -> None:
-        assert self._transport is not None
+    def _attachment_unit(self, cid: str, record: Attachments) -> Unit | None:
         descriptors = parse_document(record.files) or []
         files = [
             f
@@ -184,60 +220,82 @@ class AgentSightSpanExporter(SpanExporter):
             if f is not None
         ]
         if not files:
-            return
-        lookup = self._transport.request("GET", "/api/conversations/lookup/", params={"conversation_id": cid})
-        pk = lookup.body.get("id") if lookup.ok and isinstance(lookup.body, dict) else None
-        reply = lookup
-        if pk is not None:
-            reply = self._transport.post_json(
-                "/api/attachments/",
-                {
-                    "conversation": str(pk),
-                    "mode": "base64",
-                    "sender": record.sender,
-                    "metadata": parse_document(record.metadata) or {},
-                    "attachments": [
-                        {"filename": f.filename, "mime_type": f.mime_type, "data": base64.b64encode(f.data).decode()}
-                        for f in files
-                    ],
-                },
-            )
-        if not reply.ok:
-            for f in files:
-                self._attachments.put_back(cid, f)
-            message = f"attachment upload for conversation {cid} failed: {reply.describe()}"
-            logger.warning("%s", message)
-            self._ledger.record(record.key.trace_id, record.key.span_id, Outcome(False, message, reply.body))
+            return None
+        document = {
+            "conversation_id": cid,
+            "mode": "base64",
+            "sender": record.sender,
+            "metadata": parse_document(record.metadata) or {},
+            "attachments": [
+                {"filename": f.filename, "mime_type": f.mime_type, "data": base64.b64encode(f.data).decode()}
+                for f in files
+            ],
+        }
+        return Unit(cid, dumps(document), KIND_ATTACHMENTS, sources=(record.key,))
 
     # -- reporting ------------------------------------------------------------------------------------------
 
-    def _record_block(self, block: Block, outcome: Outcome) -> None:
-        for key in block.sources:
-            self._ledger.record(key.trace_id, key.span_id, outcome)
+    def _record_outcomes(
+        self, units: list[Unit], owners: dict[int, ConversationBatch], outcomes: dict[int, Outcome]
+    ) -> None:
+        for unit in units:
+            outcome = outcomes.get(id(unit))
+            if outcome is None:
+                continue
+            if unit.kind == KIND_ATTACHMENTS:
+                if not outcome.delivered:  # the message was delivered; say that its files were not (yet)
+                    for key in unit.sources:
+                        self._ledger.record(key.trace_id, key.span_id, outcome)
+                continue
+            for key in unit.sources:
+                self._ledger.record(key.trace_id, key.span_id, outcome)
 
     def _record(self, batches: list[ConversationBatch], outcome: Outcome) -> None:
         for batch in batches:
             for key in batch.sources:
                 self._ledger.record(key.trace_id, key.span_id, outcome)
 
-    def _report_once(self, what: str, message: str) -> None:
-        if what not in self._reported:
-            self._reported.add(what)
-            logger.error("%s", message)
+    # -- process lifecycle ----------------------------------------------------------------------------------
+
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks, HTTP session, spool connection and replayer; no parent data resent."""
+        self._lock = threading.Lock()
+        if self._transport is not None:
+            self._transport.after_fork()
+        if self._spool is not None:
+            self._spool.after_fork()
+        if self._delivery is not None:
+            self._delivery.after_fork()
+            if not self._shutdown.is_set():
+                self._delivery.start_replayer()
+
+    def _at_exit(self) -> None:
+        """From here on, exports get the short exit budget; what they cannot deliver stays in the spool."""
+        self._exiting = True
 
 
-def _rejected_blocks(reply: Reply, count: int) -> dict[int, str]:
-    """Block index -> reason, from a 400 whose body names the offending conversations."""
-    if reply.status != 400 or not isinstance(reply.body, dict):
-        return {}
-    named = reply.body.get("conversations")
-    if not isinstance(named, list):
-        return {}
-    rejected: dict[int, str] = {}
-    for entry in named:
-        if isinstance(entry, dict) and isinstance(entry.get("index"), int) and 0 <= entry["index"] < count:
-            rejected[entry["index"]] = error_detail(entry.get("errors"), str(entry.get("errors")))
-    return rejected
+_live_exporters: weakref.WeakSet[AgentSightSpanExporter] = weakref.WeakSet()
+_hooks_installed = False
+
+
+def _track_for_fork_and_exit(exporter: AgentSightSpanExporter) -> None:
+    global _hooks_installed
+    _live_exporters.add(exporter)
+    if not _hooks_installed:
+        _hooks_installed = True
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+        atexit.register(_at_exit)
+
+
+def _after_fork_in_child() -> None:
+    for exporter in list(_live_exporters):
+        exporter._after_fork()
+
+
+def _at_exit() -> None:
+    for exporter in list(_live_exporters):
+        exporter._at_exit()
 
 
 __all__ = ["AgentSightSpanExporter"]

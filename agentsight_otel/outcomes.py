@@ -19,6 +19,7 @@ class Outcome:
     delivered: bool
     error: str | None = None
     response: Any = None
+    spooled: bool = False  # not delivered yet, but safe on disk and replayed until accepted
 
 
 class OutcomeLedger:

@@ -9,10 +9,12 @@ records nothing. Network trouble never raises from a tracking call.
 from __future__ import annotations
 
 import atexit
+import bisect
 import contextvars
 import logging
 import threading
 import time
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,7 +24,6 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from . import semconv as sc
@@ -40,12 +41,17 @@ from .exporter import AgentSightSpanExporter
 from .ids import conversation_root_span_id, conversation_trace_id, generate_conversation_id
 from .jsondoc import dumps_str, loads
 from .outcomes import Outcome, ledger
+from .processor import TrackerSpanProcessor
 from .version import __version__
 
 logger = logging.getLogger("agentsight_otel")
 
 SPAN_NAME = "agentsight.conversation"
 FOREIGN_PROVIDER_MAX_EVENTS = 128  # the SDK's default per-span event limit; roll over before reaching it
+OWN_PROVIDER_MAX_EVENTS = 512  # a rolled-over segment is exported in the background, so memory stays bounded
+KEEP_ITEM_DATA = 10_000  # items whose full data the summary keeps; older ones keep only type and time
+ITEM_TYPES = ("conversation", "question", "answer", "attachments", "action", "button")
+_TYPE_CODE = {name: code for code, name in enumerate(ITEM_TYPES)}
 _TOKEN_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "embedding_tokens")
 
 
@@ -120,23 +126,23 @@ def _iso(ns: int) -> str:
 
 
 @dataclass
-class _Item:
-    type: str
-    timestamp: str
-    data: dict[str, Any]
-    span_key: tuple[int, int]
-
-
-@dataclass
 class _Bucket:
-    """What has been tracked for one conversation since its last send."""
+    """What has been tracked for one conversation since its last send.
+
+    Items are kept compactly (a type code and a timestamp each); full data is kept for the most recent
+    ``KEEP_ITEM_DATA`` items only, so a conversation tracked for hours does not grow memory without bound.
+    """
 
     conversation_id: str
     span: Any = None
     span_key: tuple[int, int] = (0, 0)
     events_in_span: int = 0
-    items: list[_Item] = field(default_factory=list)
-    span_keys: list[tuple[int, int]] = field(default_factory=list)
+    types: bytearray = field(default_factory=bytearray)
+    stamps: array = field(default_factory=lambda: array("q"))
+    data: list[dict[str, Any] | None] = field(default_factory=list)
+    segment_starts: list[int] = field(default_factory=list)  # first item index of each span segment
+    segment_keys: list[tuple[int, int]] = field(default_factory=list)
+    compacted: int = 0  # items before this index have had their data dropped
     tokens: dict[str, int] | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     last_ns: int = 0
@@ -147,6 +153,24 @@ class _Bucket:
         self.last_ns = now if now >= self.last_ns + 1000 else self.last_ns + 1000
         return self.last_ns
 
+    def append(self, item_type: str, ts: int, data: dict[str, Any]) -> None:
+        self.types.append(_TYPE_CODE[item_type])
+        self.stamps.append(ts)
+        self.data.append(data)
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+    def segment_of(self, index: int) -> tuple[int, int]:
+        return self.segment_keys[bisect.bisect_right(self.segment_starts, index) - 1]
+
+    def compact(self) -> None:
+        """Drop the data of old items in closed segments, keeping their type and time."""
+        limit = min(len(self) - KEEP_ITEM_DATA, self.segment_starts[-1] if self.segment_starts else 0)
+        for i in range(self.compacted, max(limit, self.compacted)):
+            self.data[i] = None
+        self.compacted = max(limit, self.compacted)
+
 
 class _Scope:
     def __init__(self, conversation_id: str) -> None:
@@ -154,19 +178,6 @@ class _Scope:
 
 
 _scope: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("agentsight_conversation", default=None)
-
-
-class _TrackerExporter(SpanExporter):
-    """The own pipeline's exporter: forwards to whichever exporter the tracker is configured with now."""
-
-    def __init__(self, tracker: ConversationTracker) -> None:
-        self._tracker = tracker
-
-    def export(self, spans: Any) -> SpanExportResult:
-        return self._tracker._exporter_for_export().export(spans)
-
-    def shutdown(self) -> None:
-        pass
 
 
 class ConversationScope:
@@ -209,6 +220,7 @@ class ConversationTracker:
         self._tracer: Any = None
         self._own_provider = False
         self._exporter: AgentSightSpanExporter | None = None
+        self._processor: TrackerSpanProcessor | None = None
         self._atexit_registered = False
         self._warned_not_recording = False
 
@@ -264,6 +276,7 @@ class ConversationTracker:
                 self._provider = tracer_provider
                 self._tracer = None
                 self._own_provider = False
+                self._processor = None
 
     def _exporter_for_export(self) -> AgentSightSpanExporter:
         with self._lock:
@@ -288,7 +301,8 @@ class ConversationTracker:
                         span_limits=limits,
                         shutdown_on_exit=False,
                     )
-                    provider.add_span_processor(SimpleSpanProcessor(_TrackerExporter(self)))
+                    self._processor = TrackerSpanProcessor(self._exporter_for_export)
+                    provider.add_span_processor(self._processor)
                     self._provider = provider
                     self._own_provider = True
                 if not self._atexit_registered:
@@ -365,10 +379,12 @@ class ConversationTracker:
         )
 
     def _open_span(self, bucket: _Bucket, start_ns: int) -> Any:
-        limit = None if self._own_provider else FOREIGN_PROVIDER_MAX_EVENTS
-        if bucket.span is not None and limit is not None and bucket.events_in_span >= limit:
-            bucket.span.end()  # roll over before the SDK's event limit would drop events
+        limit = OWN_PROVIDER_MAX_EVENTS if self._own_provider else FOREIGN_PROVIDER_MAX_EVENTS
+        if bucket.span is not None and bucket.events_in_span >= limit:
+            # Roll over: the full segment is exported in the background (and the SDK's event limit never bites).
+            bucket.span.end()
             bucket.span = None
+            bucket.compact()
         if bucket.span is None:
             span = self._start_span(bucket.conversation_id, bucket.fields, start_ns)
             if not span.is_recording() and not self._warned_not_recording:
@@ -377,7 +393,8 @@ class ConversationTracker:
             ctx = span.get_span_context()
             bucket.span = span
             bucket.span_key = (ctx.trace_id, ctx.span_id)
-            bucket.span_keys.append(bucket.span_key)
+            bucket.segment_starts.append(len(bucket))
+            bucket.segment_keys.append(bucket.span_key)
             bucket.events_in_span = 0
         return bucket.span
 
@@ -389,7 +406,7 @@ class ConversationTracker:
             span = self._open_span(bucket, ts)
             span.add_event(event, attributes, timestamp=ts)
             bucket.events_in_span += 1
-            bucket.items.append(_Item(item_type, _iso(ts), data, bucket.span_key))
+            bucket.append(item_type, ts, data)
 
     @staticmethod
     def _field_attributes(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -443,7 +460,7 @@ class ConversationTracker:
             ts = bucket.next_timestamp()
             span.add_event(sc.EVENT_CONVERSATION, {sc.CONVERSATION_IS_USED: is_used}, timestamp=ts)
             bucket.events_in_span += 1
-            bucket.items.append(_Item("conversation", _iso(ts), data, bucket.span_key))
+            bucket.append("conversation", ts, data)
 
     # -- the documented API -------------------------------------------------------------------------------
 
@@ -491,9 +508,11 @@ class ConversationTracker:
         fields["environment"] = env
         span = self._start_span(cid, fields)
         span.add_event(sc.EVENT_CONVERSATION, {sc.CONVERSATION_IS_USED: False})
+        ctx = span.get_span_context()
+        if self._processor is not None:
+            self._processor.export_now(ctx.trace_id, ctx.span_id)
         span.end()
         self._flush_foreign()
-        ctx = span.get_span_context()
         outcome = ledger.pop(ctx.trace_id, ctx.span_id)
         if outcome is not None and not outcome.delivered:
             logger.warning("initialize_conversation(%s) was not delivered: %s", cid, outcome.error)
@@ -737,46 +756,58 @@ class ConversationTracker:
         return _conversation_id(conversation_id) if conversation_id is not None else self.get_conversation_id()
 
     def get_tracked_data_summary(self, *, conversation_id: Any = None) -> dict[str, Any]:
-        """What is waiting to be sent for the current conversation, with a short preview of each item."""
+        """What is waiting to be sent for the current conversation, with a short preview of each item.
+
+        Items older than the most recent 10,000 of a very long conversation show ``data: None``.
+        """
         cid = self._peek(conversation_id)
         with self._lock:
             bucket = self._buckets.get(cid) if cid else None
-            items = list(bucket.items) if bucket is not None else []
+            if bucket is None:
+                types, stamps, data = b"", array("q"), []
+            else:
+                types, stamps, data = bytes(bucket.types), array("q", bucket.stamps), list(bucket.data)
         summary = dict.fromkeys(("conversation", "questions", "answers", "attachments", "actions", "buttons"), 0)
-        plural = {"question": "questions", "answer": "answers", "action": "actions", "button": "buttons"}
         out = []
-        for index, item in enumerate(items):
-            key = plural.get(item.type, item.type)
-            summary[key] = summary.get(key, 0) + 1
+        for index, code in enumerate(types):
+            item_type = ITEM_TYPES[code]
+            summary[_PLURAL[item_type]] += 1
+            item_data = data[index]
             out.append(
                 {
-                    "type": item.type,
-                    "timestamp": item.timestamp,
-                    "data": _copy(item.data),
+                    "type": item_type,
+                    "timestamp": _iso(stamps[index]),
+                    "data": _copy(item_data),
                     "index": index,
-                    "preview": _preview(item),
+                    "preview": _preview(item_type, item_data) if item_data is not None else None,
                 }
             )
-        summary["total"] = len(items)
+        summary["total"] = len(types)
         return {"items": out, "summary": summary, "conversation_id": cid}
 
     def send_tracked_data(self, *, conversation_id: Any = None, timeout: float | None = None) -> dict[str, Any]:
         """Send what was tracked for the current conversation now, and say per item what AgentSight answered.
 
         Raises :class:`NoDataToSendException` when nothing was tracked. Never raises for network reasons:
-        failed items carry ``success: False`` and an ``error``. Token counters start again from zero.
+        failed items carry ``success: False`` and an ``error`` (``spooled: True`` when the data waits on disk
+        and will be delivered later). Token counters start again from zero.
         """
         cid = self._peek(conversation_id)
         with self._lock:
             bucket = self._buckets.get(cid) if cid else None
-            if bucket is None or not bucket.items:
+            if bucket is None or not len(bucket):
                 raise NoDataToSendException(f"no tracked data to send for conversation {cid!r}")
             del self._buckets[bucket.conversation_id]  # exactly one concurrent sender gets the items
+            processor = self._processor
             if bucket.span is not None:
+                if processor is not None:
+                    processor.export_now(*bucket.span_key)
                 bucket.span.end()
+        if processor is not None and bucket.segment_keys:
+            processor.wait_idle(bucket.segment_keys[0][0], timeout or 30)
         self._flush_foreign(timeout)
-        outcomes = {key: ledger.pop(*key) for key in bucket.span_keys}
-        return _send_report(bucket.items, outcomes)
+        outcomes = {key: ledger.pop(*key) for key in bucket.segment_keys}
+        return _send_report(bucket, outcomes)
 
     def _flush_foreign(self, timeout: float | None = None) -> None:
         """With an app's provider, its processors may queue; flush so the outcome is known now."""
@@ -784,17 +815,22 @@ class ConversationTracker:
             self._provider.force_flush(int((timeout or 30) * 1000))
 
     def flush(self, timeout: float | None = None) -> None:
-        """Send everything tracked so far for every conversation (used at exit)."""
+        """Hand everything tracked so far, for every conversation, to the exporter (used at exit)."""
         with self._lock:
             buckets = list(self._buckets.values())
             self._buckets.clear()
             for bucket in buckets:
                 if bucket.span is not None:
                     bucket.span.end()
+        if self._processor is not None:
+            self._processor.force_flush(int((timeout or 30) * 1000))
         self._flush_foreign(timeout)
 
     def shutdown(self) -> None:
-        """Send what is pending and release the tracker's own pipeline; safe to call more than once."""
+        """Send what is pending (what cannot be delivered stays in the spool) and release the own pipeline.
+
+        Safe to call more than once; registered to run at interpreter exit.
+        """
         try:
             self.flush(timeout=5)
             with self._lock:
@@ -803,6 +839,7 @@ class ConversationTracker:
                     self._provider = None
                     self._tracer = None
                     self._own_provider = False
+                    self._processor = None
                 if self._exporter is not None:
                     self._exporter.shutdown()
                     self._exporter = None
@@ -823,55 +860,62 @@ def _copy(value: Any) -> Any:
     return value
 
 
-def _preview(item: _Item) -> dict[str, Any]:
-    d = item.data
-    if item.type == "conversation":
+_PLURAL = {
+    "conversation": "conversation",
+    "question": "questions",
+    "answer": "answers",
+    "attachments": "attachments",
+    "action": "actions",
+    "button": "buttons",
+}
+
+
+def _preview(item_type: str, d: dict[str, Any]) -> dict[str, Any]:
+    if item_type == "conversation":
         return {k: d.get(k) for k in ("conversation_id", "customer_id", "name", "environment")}
-    if item.type in ("question", "answer"):
+    if item_type in ("question", "answer"):
         content = d.get("content", "")
         return {
             "content_preview": content[:100] + ("..." if len(content) > 100 else ""),
             "sender": d.get("sender"),
             "has_metadata": bool(d.get("metadata")),
         }
-    if item.type == "attachments":
+    if item_type == "attachments":
         names = [f.get("filename") for f in d.get("attachments", [])]
         files = names[:3] + ([f"... and {len(names) - 3} more"] if len(names) > 3 else [])
         return {"count": len(names), "mode": d.get("mode"), "sender": d.get("sender"), "files": files}
-    if item.type == "action":
+    if item_type == "action":
         return {
             "action_name": d.get("action_name"),
             "duration_ms": d.get("duration_ms"),
             "has_error": d.get("error_msg") is not None,
             "has_response": d.get("response") is not None,
         }
-    if item.type == "button":
+    if item_type == "button":
         return {"label": d.get("label"), "value": d.get("value"), "event": d.get("button_event")}
     return {}
 
 
-def _send_report(items: list[_Item], outcomes: dict[tuple[int, int], Outcome | None]) -> dict[str, Any]:
+def _send_report(bucket: _Bucket, outcomes: dict[tuple[int, int], Outcome | None]) -> dict[str, Any]:
     summary = dict.fromkeys(("questions", "answers", "attachments", "actions", "buttons", "errors"), 0)
-    plural = {"question": "questions", "answer": "answers", "action": "actions", "button": "buttons"}
     report = []
-    for index, item in enumerate(items):
-        outcome = outcomes.get(item.span_key)
-        entry: dict[str, Any] = {"index": index, "type": item.type, "timestamp": item.timestamp}
-        if outcome is not None and outcome.delivered:
+    missing = Outcome(
+        False,
+        "no delivery outcome: the tracker's TracerProvider has no AgentSightSpanExporter, "
+        "or it did not export within the timeout",
+    )
+    for index, code in enumerate(bucket.types):
+        item_type = ITEM_TYPES[code]
+        outcome = outcomes.get(bucket.segment_of(index)) or missing
+        entry: dict[str, Any] = {"index": index, "type": item_type, "timestamp": _iso(bucket.stamps[index])}
+        if outcome.delivered:
             entry.update(success=True, response=outcome.response)
-            if item.type != "conversation":
-                key = plural.get(item.type, item.type)
-                summary[key] += 1
+            if item_type != "conversation":
+                summary[_PLURAL[item_type]] += 1
         else:
-            error = (
-                outcome.error
-                if outcome is not None
-                else (
-                    "no delivery outcome: the tracker's TracerProvider has no AgentSightSpanExporter, "
-                    "or it did not export within the timeout"
-                )
-            )
-            entry.update(success=False, error=error)
+            entry.update(success=False, error=outcome.error)
+            if outcome.spooled:
+                entry["spooled"] = True
             summary["errors"] += 1
         report.append(entry)
     return {"items": report, "summary": summary}

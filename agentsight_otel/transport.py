@@ -81,6 +81,7 @@ class Reply:
     error: str | None = None
     attempts: int = 0
     retry_after: float | None = None
+    gzipped: bool = False
 
     @property
     def ok(self) -> bool:
@@ -122,6 +123,16 @@ class Transport:
         self._stop = threading.Event()
         self._info: ServerInfo | None = None
         self._info_lock = threading.Lock()
+        self._preflight: threading.Thread | None = None
+
+    def after_fork(self) -> None:
+        """In a forked child: a fresh HTTP session and locks; the parent's connections are not shared."""
+        headers = dict(self._session.headers)
+        self._session = requests.Session()
+        self._session.headers.update(headers)
+        self._stop = threading.Event()
+        self._info_lock = threading.Lock()
+        self._preflight = None
 
     def __repr__(self) -> str:
         return f"Transport(endpoint={self._settings.endpoint!r}, key={self._settings.key_hint})"
@@ -141,11 +152,33 @@ class Transport:
     # -- capability negotiation -------------------------------------------------------------------------
 
     def server_info(self) -> ServerInfo:
-        """``GET /api/me/`` once (one attempt, short timeout); later calls return what it learned."""
+        """What ``GET /api/me/`` taught so far; never blocks.
+
+        The first call starts the one preflight request on a background thread; until it answers, callers see
+        an empty :class:`ServerInfo` (plain bodies, built-in environments).
+        """
         with self._info_lock:
-            if self._info is None:
-                self._info = self._fetch_info()
-            return self._info
+            if self._info is None and self._preflight is None:
+                self._preflight = threading.Thread(target=self._run_preflight, name="agentsight-preflight", daemon=True)
+                self._preflight.start()
+            return self._info or ServerInfo()
+
+    def wait_for_server_info(self, timeout: float) -> ServerInfo:
+        """Start the preflight if needed and wait up to ``timeout`` seconds for it (for tools, not hot paths)."""
+        self.server_info()
+        thread = self._preflight
+        if thread is not None:
+            thread.join(timeout)
+        return self.server_info()
+
+    def _run_preflight(self) -> None:
+        try:
+            info = self._fetch_info()
+        except Exception:  # noqa: BLE001 - a failed preflight only means no gzip
+            logger.debug("AgentSight preflight failed", exc_info=True)
+            info = ServerInfo()
+        with self._info_lock:
+            self._info = info
 
     def _fetch_info(self) -> ServerInfo:
         reply = self.request("GET", "/api/me/", timeout=PREFLIGHT_TIMEOUT_S, attempts=1)
@@ -256,11 +289,25 @@ class Transport:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         return Reply(response.status_code, parsed, text, retry_after=retry_after)
 
-    def post_json(self, path: str, document: Any, *, deadline: float | None = None, allow_gzip: bool = False) -> Reply:
-        """POST a JSON document; gzip it when allowed, the server advertised ``gzip-ingest`` and it is big enough."""
-        body = dumps(document)
+    def post_json(self, path: str, document: Any, *, deadline: float | None = None) -> Reply:
+        """POST a JSON document (uncompressed)."""
+        return self.post_body(path, dumps(document), deadline=deadline)
+
+    def post_body(self, path: str, body: bytes, *, deadline: float | None = None, allow_gzip: bool = False) -> Reply:
+        """POST JSON bytes; gzip them when allowed, the server advertised ``gzip-ingest`` and they are big enough."""
         headers = {"Content-Type": "application/json"}
         if allow_gzip and len(body) > GZIP_MIN_BYTES and "gzip-ingest" in self.server_info().capabilities:
             body = gzip.compress(body, compresslevel=6)
             headers["Content-Encoding"] = "gzip"
-        return self.request("POST", path, body=body, headers=headers, deadline=deadline)
+        reply = self.request("POST", path, body=body, headers=headers, deadline=deadline)
+        reply.gzipped = "Content-Encoding" in headers
+        return reply
+
+    def disable_gzip(self) -> None:
+        """Stop compressing (the server refused a compressed body despite advertising it)."""
+        with self._info_lock:
+            if self._info is not None:
+                info = self._info
+                self._info = ServerInfo(
+                    frozenset(info.capabilities - {"gzip-ingest"}), info.environments, info.role, info.reachable
+                )

@@ -9,6 +9,15 @@ from agentsight_otel import ConversationTracker
 from agentsight_otel.localserver import LocalServer
 
 
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path, monkeypatch):
+    """Every test gets its own spool directory and no AgentSight settings from the developer's shell."""
+    for name in list(__import__("os").environ):
+        if name.startswith("AGENTSIGHT_") and name != "AGENTSIGHT_DISABLE_ORJSON":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AGENTSIGHT_SPOOL_DIR", str(tmp_path / "spool"))
+
+
 @pytest.fixture
 def server():
     with LocalServer() as srv:

@@ -17,6 +17,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from agentsight_otel import AgentSightSpanExporter, ConversationTracker
 from agentsight_otel.localserver import LocalServer
 
+from .helpers import wait_until
+
 
 def _expected_item(kind, rng, n):
     """One random tracked item: the call to make and what the transcript must show for it."""
@@ -270,17 +272,21 @@ def test_a_block_the_server_refuses_does_not_sink_the_others(caplog):
 
 
 def test_gzip_only_after_the_server_advertises_it():
+    # /api/me/ is asked once, off the caller's thread: the first batch goes plain, later big ones gzipped.
     for advertised in (True, False):
         with LocalServer(gzip_ingest=advertised) as srv:
             t = ConversationTracker()
             t.configure(api_key=srv.api_key, endpoint=srv.url)
-            t.get_or_create_conversation("gz")
-            for i in range(100):
-                t.track_human_message(f"message number {i} " + "x" * 100)
-            assert t.send_tracked_data()["summary"]["errors"] == 0
+            for conversation in ("gz-1", "gz-2"):
+                t.get_or_create_conversation(conversation)
+                for i in range(100):
+                    t.track_human_message(f"message number {i} " + "x" * 100)
+                assert t.send_tracked_data()["summary"]["errors"] == 0
+                wait_until(lambda: any(r["path"] == "/api/me/" for r in srv.request_log()))
             ingests = [r for r in srv.request_log() if r["path"] == "/api/ingest/"]
-            assert [r["content_encoding"] for r in ingests] == (["gzip"] if advertised else [None])
-            assert len(srv.transcript("gz")["items"]) == 100
+            assert [r["content_encoding"] for r in ingests] == ([None, "gzip"] if advertised else [None, None])
+            assert len([r for r in srv.request_log() if r["path"] == "/api/me/"]) == 1
+            assert len(srv.transcript("gz-2")["items"]) == 100
             t.shutdown()
 
 

@@ -1,0 +1,493 @@
+"""The delivery policy: get encoded blocks accepted by AgentSight, or keep them safe in the spool.
+
+- Transient trouble (429, 502, 503, 504, connection errors) is retried by the transport within one deadline;
+  what is still undelivered then goes to the spool, and while AgentSight is unreachable new data goes straight to
+  the spool, so callers never wait on a dead network. A background replayer drains the spool with backoff.
+- Other 5xx and a rejected key (401/403) also wait in the spool: the server or the key may come back.
+- A 400 that names blocks: those blocks are dead-lettered with the server's reasons and the others resent at once.
+  A 400 that names none is narrowed down by bisection; a gzip body refused is resent plain.
+- A 413: the request is split along conversation boundaries, and a single conversation into parts.
+- Other 4xx are final: the blocks are dead-lettered with the reason, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .jsondoc import dumps, loads
+from .outcomes import Outcome
+from .records import RecordKey
+from .spool import KIND_ATTACHMENTS, KIND_INGEST, Spool
+from .transport import RETRYABLE_STATUSES, Reply, Transport, error_detail
+from .version import SDK_NAME, __version__
+
+logger = logging.getLogger("agentsight_otel")
+
+INGEST_PATH = "/api/ingest/"
+DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+REPLAY_IDLE_POLL_S = 10.0
+REPLAY_MAX_BACKOFF_S = 60.0
+_PREFIX = b'{"sdk":' + dumps({"name": SDK_NAME, "version": __version__}) + b',"conversations":['
+
+
+@dataclass
+class Unit:
+    """One thing to deliver: an encoded conversation block (or an attachment upload) and where it came from."""
+
+    conversation_id: str
+    body: bytes
+    kind: str = KIND_INGEST
+    sources: tuple[RecordKey, ...] = ()
+    entry_id: int | None = None  # set when the unit was replayed from the spool
+
+
+@dataclass
+class DeliveryStats:
+    """Counters for tests, benchmarks and ``agentsight-otel spool``."""
+
+    requests: int = 0
+    retries: int = 0
+    delivered: int = 0
+    spooled: int = 0
+    replayed: int = 0
+    dead: int = 0
+    splits: int = 0
+    replay_rounds: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def ingest_body(units: Sequence[Unit]) -> bytes:
+    """The ``/api/ingest/`` body for these blocks, assembled from their already-encoded bytes."""
+    return _PREFIX + b",".join(u.body for u in units) + b"]}"
+
+
+def _derived_span_id(span_id: str, part: int) -> str:
+    return hashlib.blake2b(f"{span_id}:part{part}".encode(), digest_size=8).hexdigest()
+
+
+def split_block(unit: Unit, limit: int) -> list[Unit] | None:
+    """Split one conversation block into parts under ``limit`` bytes; ``None`` when it cannot be split further.
+
+    A turn stays with its children where possible; a turn whose messages alone are too big is cut into
+    consecutive turn spans with derived (stable) ids.
+    """
+    block = loads(unit.body)
+    spans = block.get("spans") or []
+    if len(spans) <= 1 and not (spans and len(spans[0].get("events") or []) > 1):
+        return None
+    header = {k: v for k, v in block.items() if k != "spans"}
+    families: dict[str, list[dict[str, Any]]] = {}
+    for span in spans:
+        family = (span.get("attributes") or {}).get("agentsight.turn.id") or span["span_id"]
+        families.setdefault(family, []).append(span)
+    pieces: list[list[dict[str, Any]]] = []
+    for family_spans in families.values():
+        if len(dumps(family_spans)) <= limit // 2 or len(family_spans) > 1:
+            pieces.append(family_spans)
+            continue
+        span = family_spans[0]
+        events = span.get("events") or []
+        if len(events) <= 1:
+            pieces.append(family_spans)
+            continue
+        half = len(events) // 2
+        for part, chunk in enumerate((events[:half], events[half:])):
+            copy = dict(span, events=chunk)
+            if part:
+                copy["span_id"] = _derived_span_id(span["span_id"], part)
+            pieces.append([copy])
+    if len(pieces) == 1 and len(pieces[0]) > 1:
+        middle = len(pieces[0]) // 2
+        pieces = [pieces[0][:middle], pieces[0][middle:]]
+    parts: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    target = max(limit // 2, 1)
+    for piece in pieces:
+        piece_size = len(dumps(piece))
+        if parts[-1] and size + piece_size > target:
+            parts.append([])
+            size = 0
+        parts[-1].extend(piece)
+        size += piece_size
+    if len(parts) == 1:
+        middle = len(parts[0]) // 2
+        parts = [parts[0][:middle], parts[0][middle:]]
+    return [
+        Unit(unit.conversation_id, dumps(dict(header, spans=p)), unit.kind, unit.sources, unit.entry_id)
+        for p in parts
+        if p
+    ]
+
+
+@dataclass
+class _Result:
+    outcomes: dict[int, Outcome] = field(default_factory=dict)  # id(unit) -> outcome
+    splits: list[tuple[Unit, list[Unit]]] = field(default_factory=list)  # a unit and the parts it was sent as
+
+
+class Delivery:
+    """Sends units under the delivery policy; owns the spool replayer thread."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        spool: Spool | None,
+        *,
+        timeout: float,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        key_hint: str = "<hidden>",
+    ) -> None:
+        self._transport = transport
+        self._spool = spool
+        self._timeout = timeout
+        self.max_request_bytes = max_request_bytes
+        self._key_hint = key_hint
+        self.stats = DeliveryStats()
+        self._outage = False
+        self._reported: set[str] = set()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._replayer: threading.Thread | None = None
+        self._replay_lock = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's replayer thread does not exist here; start afresh."""
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._replayer = None
+        self._replay_lock = threading.Lock()
+        self._outage = False
+
+    def start_replayer(self) -> None:
+        """Start draining the spool in the background (idempotent); data left by an earlier run goes first."""
+        if self._spool is None or self._stop.is_set():
+            return
+        if self._replayer is None or not self._replayer.is_alive():
+            self._replayer = threading.Thread(target=self._replay_loop, name="agentsight-replay", daemon=True)
+            self._replayer.start()
+
+    def stop(self, timeout: float = 0.5) -> None:
+        self._stop.set()
+        self._wake.set()
+        thread = self._replayer
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    @property
+    def in_outage(self) -> bool:
+        return self._outage
+
+    # -- the live path -------------------------------------------------------------------------------------
+
+    def deliver(self, units: Sequence[Unit], deadline: float) -> dict[int, Outcome]:
+        """Deliver new units now (or spool them); returns an outcome per unit, keyed by ``id(unit)``."""
+        result = _Result()
+        if not units:
+            return result.outcomes
+        waiting: set[str] = set()
+        if self._spool is not None:
+            waiting = self._spool.pending_conversations(u.conversation_id for u in units)
+        if self._outage or self._stop.is_set():
+            self._to_spool(list(units), "AgentSight unreachable earlier; queued until it answers again", result)
+            return result.outcomes
+        # Older data of a conversation is still in the spool: new data queues behind it, to keep order.
+        behind = [u for u in units if u.conversation_id in waiting]
+        if behind:
+            self._to_spool(behind, "queued behind earlier undelivered data of this conversation", result)
+            self._wake.set()
+        live = [u for u in units if u.conversation_id not in waiting]
+        self._send(live, deadline, result)
+        return result.outcomes
+
+    def spool_units(self, units: Sequence[Unit], reason: str) -> dict[int, Outcome]:
+        """Put units straight into the spool (no network): used when a queue is full."""
+        result = _Result()
+        self._to_spool(list(units), reason, result)
+        return result.outcomes
+
+    # -- sending -------------------------------------------------------------------------------------------
+
+    def _send(self, units: list[Unit], deadline: float, result: _Result) -> None:
+        ingest = [u for u in units if u.kind == KIND_INGEST]
+        uploads = [u for u in units if u.kind == KIND_ATTACHMENTS]
+        for group in self._pack(ingest, result):
+            self._send_group(group, deadline, result)
+        for whole, parts in result.splits:
+            self._merge_parts(whole, parts, result)
+        undelivered = {u.conversation_id for u in ingest if not getattr(result.outcomes.get(id(u)), "delivered", False)}
+        for unit in uploads:
+            if unit.conversation_id in undelivered or self._outage:
+                self._to_spool([unit], "waiting for the conversation's messages to be delivered", result)
+            else:
+                self._upload(unit, deadline, result)
+
+    def _pack(self, units: list[Unit], result: _Result) -> list[list[Unit]]:
+        """Requests of at most ``max_request_bytes``, splitting a block that is too large on its own."""
+        groups: list[list[Unit]] = [[]]
+        size = len(_PREFIX)
+        for unit in units:
+            pieces = [unit]
+            if len(unit.body) + len(_PREFIX) + 2 > self.max_request_bytes:
+                pieces = self._split_to_fit(unit, result)
+            for piece in pieces:
+                if groups[-1] and size + len(piece.body) + 1 > self.max_request_bytes:
+                    groups.append([])
+                    size = len(_PREFIX)
+                groups[-1].append(piece)
+                size += len(piece.body) + 1
+        return [g for g in groups if g]
+
+    def _split_to_fit(self, unit: Unit, result: _Result) -> list[Unit]:
+        pending, fitting = [unit], []
+        while pending:
+            piece = pending.pop()
+            if len(piece.body) + len(_PREFIX) + 2 <= self.max_request_bytes:
+                fitting.append(piece)
+                continue
+            parts = split_block(piece, self.max_request_bytes)
+            if parts is None:
+                self._bury([piece], 413, "a single span is larger than the maximum request size", result)
+                continue
+            self.stats.splits += 1
+            pending.extend(reversed(parts))
+        fitting.reverse()
+        if fitting != [unit]:
+            self._link_parts(unit, fitting)
+            result.splits.append((unit, fitting))
+        return fitting
+
+    def _link_parts(self, whole: Unit, parts: list[Unit]) -> None:
+        """Parts of a spooled entry replace it in the spool, so each part leaves it when accepted."""
+        if whole.entry_id is not None and self._spool is not None:
+            ids = self._spool.replace(whole.entry_id, [(p.kind, p.conversation_id, p.body) for p in parts])
+            for part, entry_id in zip(parts, ids):
+                part.entry_id = entry_id
+
+    def _send_group(self, group: list[Unit], deadline: float, result: _Result) -> None:
+        if not group:
+            return
+        reply = self._transport.post_body(INGEST_PATH, ingest_body(group), deadline=deadline, allow_gzip=True)
+        self.stats.requests += 1
+        self.stats.retries += max(reply.attempts - 1, 0)
+        if reply.ok:
+            self._delivered(group, reply, result)
+            return
+        status = reply.status
+        if status == 400:
+            named = _rejected_blocks(reply, len(group))
+            if named:
+                for index, reason in named.items():
+                    self._bury([group[index]], 400, reason, result)
+                rest = [u for i, u in enumerate(group) if i not in named]
+                self._send_group(rest, deadline, result)
+                return
+            if reply.gzipped:
+                logger.warning("AgentSight refused a gzip body; sending uncompressed from now on")
+                self._transport.disable_gzip()
+                self._send_group(group, deadline, result)
+                return
+            if len(group) > 1:
+                middle = len(group) // 2
+                self._send_group(group[:middle], deadline, result)
+                self._send_group(group[middle:], deadline, result)
+                return
+            self._bury(group, 400, reply.describe(), result)
+            return
+        if status == 413:
+            self.stats.splits += 1
+            if len(group) > 1:
+                middle = len(group) // 2
+                self._send_group(group[:middle], deadline, result)
+                self._send_group(group[middle:], deadline, result)
+                return
+            parts = split_block(group[0], len(group[0].body))
+            if parts is None:
+                self._bury(group, 413, "a single span is larger than AgentSight accepts", result)
+                return
+            self._link_parts(group[0], parts)
+            for part in parts:
+                self._send_group([part], deadline, result)
+            self._merge_parts(group[0], parts, result)
+            return
+        if status is None or status in RETRYABLE_STATUSES or status >= 500 or status in (401, 403):
+            self._transient(group, reply, result)
+            return
+        self._bury(group, status, reply.describe(), result)
+
+    def _merge_parts(self, whole: Unit, parts: list[Unit], result: _Result) -> None:
+        outcomes = [result.outcomes.get(id(p)) for p in parts]
+        delivered = all(o is not None and o.delivered for o in outcomes)
+        first_error = next((o.error for o in outcomes if o is not None and not o.delivered), None)
+        spooled = any(o is not None and o.spooled for o in outcomes)
+        result.outcomes[id(whole)] = Outcome(delivered, first_error, None, spooled)
+
+    def _upload(self, unit: Unit, deadline: float, result: _Result) -> None:
+        """An attachment upload: look up the conversation's pk, then POST the files."""
+        doc = loads(unit.body)
+        lookup = self._transport.request(
+            "GET", "/api/conversations/lookup/", params={"conversation_id": unit.conversation_id}, deadline=deadline
+        )
+        reply = lookup
+        pk = lookup.body.get("id") if lookup.ok and isinstance(lookup.body, dict) else None
+        if pk is not None:
+            doc["conversation"] = str(pk)
+            doc.pop("conversation_id", None)
+            reply = self._transport.post_json("/api/attachments/", doc, deadline=deadline)
+        self.stats.requests += 1
+        if reply.ok:
+            self._delivered([unit], reply, result)
+        elif reply.status is None or reply.status in RETRYABLE_STATUSES or reply.status >= 500:
+            self._transient([unit], reply, result)
+        elif reply.status == 404 and lookup.status == 404:
+            self._transient([unit], reply, result)  # the conversation is not there yet: try again later
+        else:
+            self._bury([unit], reply.status, f"attachment upload refused: {reply.describe()}", result)
+
+    # -- outcomes ------------------------------------------------------------------------------------------
+
+    def _delivered(self, units: list[Unit], reply: Reply, result: _Result) -> None:
+        self._outage = False
+        spooled_ids = [u.entry_id for u in units if u.entry_id is not None]
+        if spooled_ids and self._spool is not None:
+            self._spool.delete(spooled_ids)
+            self.stats.replayed += len(spooled_ids)
+        self.stats.delivered += len(units)
+        for u in units:
+            result.outcomes[id(u)] = Outcome(True, None, reply.body)
+
+    def _transient(self, units: list[Unit], reply: Reply, result: _Result) -> None:
+        self._outage = True
+        message = self._describe(reply)
+        replayed = [u for u in units if u.entry_id is not None]
+        if replayed and self._spool is not None:
+            self._spool.release([u.entry_id for u in replayed if u.entry_id is not None], message)
+            for u in replayed:
+                result.outcomes[id(u)] = Outcome(False, message, None, True)
+        self._to_spool([u for u in units if u.entry_id is None], message, result)
+
+    def _describe(self, reply: Reply) -> str:
+        if reply.status in (401, 403):
+            message = (
+                f"AgentSight rejected the API key ({self._key_hint}) with HTTP {reply.status}: the key is unknown, "
+                "revoked or read-only; check AGENTSIGHT_API_KEY. Data waits in the spool until a valid key is set"
+            )
+            self._report_once("key", message)
+            return message
+        message = f"AgentSight did not accept the data after {reply.attempts} attempt(s): {reply.describe()}"
+        self._report_once(f"transient:{reply.status}", message)
+        return message
+
+    def _to_spool(self, units: list[Unit], reason: str, result: _Result) -> None:
+        if not units:
+            return
+        if self._spool is None:
+            message = f"{reason}; no spool is configured, so the data was dropped"
+            logger.error("AgentSight: %d block(s) dropped: %s", len(units), message)
+            for u in units:
+                result.outcomes[id(u)] = Outcome(False, message)
+            return
+        try:
+            self._spool.put_many([(u.kind, u.conversation_id, u.body) for u in units], reason)
+        except Exception as exc:  # noqa: BLE001 - a broken disk must not break the app
+            message = f"{reason}; the spool could not store it ({exc}), so the data was dropped"
+            logger.error("AgentSight: %s", message)
+            for u in units:
+                result.outcomes[id(u)] = Outcome(False, message)
+            return
+        self.stats.spooled += len(units)
+        for u in units:
+            result.outcomes[id(u)] = Outcome(False, f"spooled for retry: {reason}", None, True)
+
+    def _bury(self, units: list[Unit], status: int | None, reason: str, result: _Result) -> None:
+        self.stats.dead += len(units)
+        for u in units:
+            logger.warning("AgentSight refused conversation %s for good: %s", u.conversation_id, reason)
+            if self._spool is not None:
+                try:
+                    self._spool.bury(u.kind, u.conversation_id, u.body, status, reason, u.entry_id)
+                except Exception:  # noqa: BLE001
+                    logger.exception("could not keep the refused block in the dead-letter store")
+            result.outcomes[id(u)] = Outcome(False, f"HTTP {status}: {reason}" if status else reason)
+
+    def _report_once(self, what: str, message: str) -> None:
+        if what not in self._reported:
+            self._reported.add(what)
+            logger.error("%s", message)
+
+    # -- replay --------------------------------------------------------------------------------------------
+
+    def replay_once(self, deadline: float) -> bool | None:
+        """One replay round: the oldest spooled entries, sent under the same policy.
+
+        Returns ``None`` when the spool had nothing ready, ``True`` when the round got everything it took
+        accepted (or dead-lettered), ``False`` when something is still waiting.
+        """
+        if self._spool is None:
+            return None
+        with self._replay_lock:
+            entries = self._spool.claim(max_bytes=self.max_request_bytes)
+            if not entries:
+                return None
+            self.stats.replay_rounds += 1
+            units = [Unit(e.conversation_id, e.body, e.kind, (), e.id) for e in entries]
+            result = _Result()
+            self._send(units, deadline, result)
+            return all(o.delivered or not o.spooled for o in result.outcomes.values())
+
+    def drain(self, deadline: float) -> bool:
+        """Replay until the spool is empty or the deadline passes; True when nothing is left."""
+        while time.monotonic() < deadline and not self._stop.is_set():
+            outcome = self.replay_once(deadline)
+            if outcome is None:
+                return self._spool is None or not self._spool.has_entries()
+            if outcome is False:
+                return False
+        return self._spool is None or not self._spool.has_entries()
+
+    def _replay_loop(self) -> None:
+        delay = 0.0
+        failures = 0
+        while not self._stop.is_set():
+            self._wake.wait(delay)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                outcome = self.replay_once(time.monotonic() + self._timeout)
+            except Exception:  # noqa: BLE001 - the replayer must survive anything and try again later
+                logger.debug("spool replay round failed", exc_info=True)
+                outcome = False
+            if outcome is None:
+                failures = 0
+                delay = REPLAY_IDLE_POLL_S
+            elif outcome:
+                failures = 0
+                delay = 0.0
+            else:
+                failures += 1
+                delay = min(REPLAY_MAX_BACKOFF_S, 0.5 * 2 ** min(failures, 10)) * random.uniform(0.8, 1.2)
+
+
+def _rejected_blocks(reply: Reply, count: int) -> dict[int, str]:
+    """Block index -> reason, from a 400 whose body names the offending conversations."""
+    if not isinstance(reply.body, dict):
+        return {}
+    named = reply.body.get("conversations")
+    if not isinstance(named, list):
+        return {}
+    rejected: dict[int, str] = {}
+    for entry in named:
+        if isinstance(entry, dict) and isinstance(entry.get("index"), int) and 0 <= entry["index"] < count:
+            rejected[entry["index"]] = error_detail(entry.get("errors"), str(entry.get("errors")))
+    return rejected

@@ -1,0 +1,141 @@
+"""The tracker's own span processor: synchronous where the API sends now, queued everywhere else.
+
+``send_tracked_data()`` must answer with what AgentSight said, so the span it ends is exported on the caller's
+thread, together with any earlier segments of the same conversation still queued. Segments the tracker ends on
+its own (a long conversation rolling over, or flushing at exit) go to a bounded queue drained by one worker
+thread; when the queue is full they are spilled to the on-disk spool instead of being dropped, so memory stays
+bounded however fast the program tracks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from typing import Callable
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from .exporter import AgentSightSpanExporter
+
+logger = logging.getLogger("agentsight_otel")
+
+DEFAULT_MAX_QUEUE = 64
+BATCH_SPANS = 32
+
+
+class TrackerSpanProcessor(SpanProcessor):
+    """Exports the tracker's spans through an :class:`AgentSightSpanExporter` supplied on demand."""
+
+    def __init__(self, exporter: Callable[[], AgentSightSpanExporter], *, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
+        self._exporter = exporter
+        self._max_queue = max_queue
+        self._sync: set[tuple[int, int]] = set()
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.WeakMethod(self._reset)
+            os.register_at_fork(after_in_child=lambda: (m := ref()) is not None and m())
+
+    def _reset(self) -> None:
+        # Also the after-fork hook: the child starts with an empty queue and never resends the parent's spans.
+        self._cond = threading.Condition()
+        self._queue: deque[ReadableSpan] = deque()
+        self._in_flight: set[int] = set()  # trace ids the worker is exporting right now
+        self._worker: threading.Thread | None = None
+        self._closed = False
+
+    def export_now(self, trace_id: int, span_id: int) -> None:
+        """Mark a span to be exported on the thread that ends it (``send_tracked_data``)."""
+        with self._cond:
+            self._sync.add((trace_id, span_id))
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        ctx = span.context
+        if ctx is None:
+            return
+        with self._cond:
+            sync = (ctx.trace_id, ctx.span_id) in self._sync
+            self._sync.discard((ctx.trace_id, ctx.span_id))
+            if sync:
+                earlier = [s for s in self._queue if s.context is not None and s.context.trace_id == ctx.trace_id]
+                for s in earlier:
+                    self._queue.remove(s)
+                # Earlier segments of this conversation being exported by the worker: let them finish first.
+                while ctx.trace_id in self._in_flight:
+                    self._cond.wait(0.1)
+            elif len(self._queue) < self._max_queue and not self._closed:
+                self._queue.append(span)
+                self._ensure_worker()
+                self._cond.notify_all()
+                return
+        if sync:
+            self._exporter().export([*earlier, span])
+        else:
+            self._exporter().spool_spans([span], "the tracker's export queue was full")
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._work, name="agentsight-tracker-export", daemon=True)
+            self._worker.start()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue and self._closed:
+                    return
+                batch = [self._queue.popleft() for _ in range(min(BATCH_SPANS, len(self._queue)))]
+                traces = {s.context.trace_id for s in batch if s.context is not None}
+                self._in_flight |= traces
+            try:
+                self._exporter().export(batch)
+            except Exception:  # noqa: BLE001 - the worker must keep going
+                logger.exception("AgentSight export of queued tracker spans failed")
+            finally:
+                with self._cond:
+                    self._in_flight -= traces
+                    self._cond.notify_all()
+
+    def wait_idle(self, trace_id: int, timeout: float) -> bool:
+        """Wait until no span of this conversation is queued or being exported; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while trace_id in self._in_flight or any(
+                s.context is not None and s.context.trace_id == trace_id for s in self._queue
+            ):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Export everything queued, on this thread, within the timeout."""
+        deadline = time.monotonic() + timeout_millis / 1000
+        while time.monotonic() < deadline:
+            with self._cond:
+                if not self._queue:
+                    busy = bool(self._in_flight)
+                    if not busy:
+                        return True
+                    self._cond.wait(min(0.05, max(deadline - time.monotonic(), 0)))
+                    continue
+                batch = [self._queue.popleft() for _ in range(min(BATCH_SPANS, len(self._queue)))]
+            self._exporter().export(batch)
+        return False
+
+    def shutdown(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(5)
