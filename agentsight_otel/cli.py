@@ -11,8 +11,25 @@ from .version import __version__
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .localserver import LocalServer, generate_api_key, serve
+    from .localserver import Faults, LocalServer, generate_api_key, serve
 
+    try:
+        faults = Faults(
+            status_rates=dict(args.fail or []),
+            retry_after=args.retry_after,
+            latency=args.latency,
+            reset_rate=args.reset_rate,
+            accept_then_fail_rate=args.accept_then_fail,
+            accept_then_fail_mode=args.accept_then_fail_mode,
+            max_ingest_bytes=args.max_ingest_bytes,
+            outage_seconds=args.outage,
+            outage_mode=args.outage_mode,
+            paths=tuple(args.fault_path) if args.fault_path else Faults().paths,
+            seed=args.fault_seed,
+        )
+    except ValueError as exc:  # combinations the per-flag checks cannot see, e.g. status rates adding up past 1
+        print(f"agentsight-otel serve: error: {exc}", file=sys.stderr)
+        return 2
     key = args.api_key or generate_api_key()
 
     def banner(server: LocalServer) -> None:
@@ -20,9 +37,19 @@ def _serve(args: argparse.Namespace) -> int:
         print("Point the tracker or exporter at it with:")
         print(f"  export AGENTSIGHT_API_ENDPOINT={server.url}")
         print(f"  export AGENTSIGHT_API_KEY={key}   # a key for this local server only")
+        if faults.active:
+            print(f"Injecting faults: {faults.describe()}")
         sys.stdout.flush()
 
-    serve(args.host, args.port, api_keys=[key], db_path=args.db, gzip_ingest=not args.no_gzip, on_ready=banner)
+    serve(
+        args.host,
+        args.port,
+        api_keys=[key],
+        db_path=args.db,
+        gzip_ingest=not args.no_gzip,
+        faults=faults if faults.active else None,
+        on_ready=banner,
+    )
     return 0
 
 
@@ -48,6 +75,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--db", default="agentsight-local.db", help="SQLite file (default agentsight-local.db)")
     serve.add_argument("--api-key", help="the key clients must send (default: a new random key, printed)")
     serve.add_argument("--no-gzip", action="store_true", help="do not advertise gzip-ingest")
+    from .localserver import faults as fault_args  # argparse type= checkers of the fault-injection flags
+
+    chaos = serve.add_argument_group(
+        "fault injection (for testing clients; affects /api/ingest/ and /api/attachments/)"
+    )
+    chaos.add_argument(
+        "--fail",
+        action="append",
+        type=fault_args.arg_status_rate,
+        metavar="STATUS=RATE",
+        help="answer this share of requests with STATUS instead of processing them (repeatable: --fail 503=0.1)",
+    )
+    chaos.add_argument(
+        "--retry-after",
+        type=fault_args.arg_retry_after,
+        metavar="VALUE",
+        help="Retry-After on injected 429/503: seconds, an HTTP date, or date:N (N seconds ahead)",
+    )
+    chaos.add_argument(
+        "--latency", type=fault_args.arg_latency, default=0.0, metavar="SECONDS", help="delay: SECONDS or MIN,MAX"
+    )
+    chaos.add_argument(
+        "--reset-rate", type=fault_args.arg_rate, default=0.0, metavar="RATE", help="share of connections reset"
+    )
+    chaos.add_argument(
+        "--accept-then-fail",
+        type=fault_args.arg_rate,
+        default=0.0,
+        metavar="RATE",
+        help="share of requests stored and then answered with a failure anyway",
+    )
+    chaos.add_argument(
+        "--accept-then-fail-mode", choices=fault_args.FAILURE_MODES, default="503", help="503 (default) or reset"
+    )
+    chaos.add_argument(
+        "--max-ingest-bytes",
+        type=fault_args.arg_byte_count,
+        metavar="N",
+        help="answer 413 to ingest bodies over N bytes on the wire",
+    )
+    chaos.add_argument(
+        "--outage", type=fault_args.arg_seconds, default=0.0, metavar="SECONDS", help="an outage from start"
+    )
+    chaos.add_argument(
+        "--outage-mode", choices=fault_args.FAILURE_MODES, default="reset", help="reset (default) or 503"
+    )
+    chaos.add_argument(
+        "--fault-path",
+        action="append",
+        type=fault_args.arg_path,
+        metavar="PATH",
+        help="a path the faults apply to, instead of the defaults (repeatable, e.g. --fault-path /api/me/)",
+    )
+    chaos.add_argument("--fault-seed", type=int, metavar="N", help="seed the fault randomness for a reproducible run")
     serve.set_defaults(func=_serve)
 
     args = parser.parse_args(argv)

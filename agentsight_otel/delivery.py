@@ -153,7 +153,6 @@ class Delivery:
         self._key_hint = key_hint
         self.stats = DeliveryStats()
         self._outage = False
-        self._reported: set[str] = set()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._replayer: threading.Thread | None = None
@@ -382,10 +381,10 @@ class Delivery:
                 f"AgentSight rejected the API key ({self._key_hint}) with HTTP {reply.status}: the key is unknown, "
                 "revoked or read-only; check AGENTSIGHT_API_KEY. Data waits in the spool until a valid key is set"
             )
-            self._report_once("key", message)
+            self._transport.report_once("key", message)
             return message
         message = f"AgentSight did not accept the data after {reply.attempts} attempt(s): {reply.describe()}"
-        self._report_once(f"transient:{reply.status}", message)
+        self._transport.report_once(f"transient:{reply.status}", message)
         return message
 
     def _to_spool(self, units: list[Unit], reason: str, result: _Result) -> None:
@@ -419,11 +418,6 @@ class Delivery:
                 except Exception:  # noqa: BLE001
                     logger.exception("could not keep the refused block in the dead-letter store")
             result.outcomes[id(u)] = Outcome(False, f"HTTP {status}: {reason}" if status else reason)
-
-    def _report_once(self, what: str, message: str) -> None:
-        if what not in self._reported:
-            self._reported.add(what)
-            logger.error("%s", message)
 
     # -- replay --------------------------------------------------------------------------------------------
 

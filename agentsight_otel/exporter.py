@@ -126,7 +126,7 @@ class AgentSightSpanExporter(SpanExporter):
             return None
         path = spool_path(self._settings.spool_dir, self._settings.endpoint)
         try:
-            return Spool(path, max_bytes=self._settings.spool_max_bytes)
+            return Spool(path, max_bytes=self._settings.spool_max_bytes, endpoint=self._settings.endpoint)
         except Exception as exc:  # noqa: BLE001 - an unwritable directory must not stop the app
             logger.error("AgentSight spool %s cannot be opened (%s): undelivered data will be dropped", path, exc)
             return None

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS dead (
     reason TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -107,12 +108,24 @@ class SpoolStats:
 class Spool:
     """A durable, size-bounded queue of encoded blocks; safe to share between threads and processes."""
 
-    def __init__(self, path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES, endpoint: str | None = None
+    ) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._conn = self._connect()
+        if endpoint is not None:
+            with self._lock:
+                self._conn.execute("INSERT OR REPLACE INTO info (name, value) VALUES ('endpoint', ?)", (endpoint,))
+
+    @property
+    def endpoint(self) -> str | None:
+        """The AgentSight endpoint this spool's data is meant for."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM info WHERE name = 'endpoint'").fetchone()
+        return row[0] if row else None
 
     def __repr__(self) -> str:
         return f"Spool({str(self.path)!r})"

@@ -124,6 +124,7 @@ class Transport:
         self._info: ServerInfo | None = None
         self._info_lock = threading.Lock()
         self._preflight: threading.Thread | None = None
+        self._reported: set[str] = set()
 
     def after_fork(self) -> None:
         """In a forked child: a fresh HTTP session and locks; the parent's connections are not shared."""
@@ -178,10 +179,13 @@ class Transport:
             logger.debug("AgentSight preflight failed", exc_info=True)
             info = ServerInfo()
         with self._info_lock:
-            self._info = info
+            if info.reachable:
+                self._info = info
+            else:  # no answer at all: ask again on a later call instead of giving up gzip for good
+                self._preflight = None
 
     def _fetch_info(self) -> ServerInfo:
-        reply = self.request("GET", "/api/me/", timeout=PREFLIGHT_TIMEOUT_S, attempts=1)
+        reply = self.request("GET", "/api/me/", timeout=min(PREFLIGHT_TIMEOUT_S, self._settings.timeout), attempts=1)
         if reply.status == 200 and isinstance(reply.body, dict):
             caps = reply.body.get("capabilities")
             capabilities = (
@@ -198,17 +202,27 @@ class Transport:
             role = reply.body.get("role")
             info = ServerInfo(capabilities, slugs, role if isinstance(role, str) else None, True)
             if role == "read":
-                logger.error(
-                    "the AgentSight API key (%s) is read-only; ingest needs a write key", self._settings.key_hint
+                self.report_once(
+                    "key", f"the AgentSight API key ({self._settings.key_hint}) is read-only; ingest needs a write key"
                 )
             return info
         if reply.status in (401, 403):
-            logger.error(
-                "AgentSight rejected the API key (%s) at /api/me/: %s", self._settings.key_hint, reply.describe()
+            self.report_once(
+                "key",
+                f"AgentSight rejected the API key ({self._settings.key_hint}) with HTTP {reply.status}: "
+                f"{error_detail(reply.body, reply.text)}; check AGENTSIGHT_API_KEY",
             )
         else:
             logger.debug("AgentSight /api/me/ unavailable (%s); sending plain JSON", reply.describe())
         return ServerInfo(reachable=reply.status is not None)
+
+    def report_once(self, what: str, message: str) -> None:
+        """Log an error the first time only: a dead key should be said clearly once, not on every batch."""
+        with self._info_lock:
+            if what in self._reported:
+                return
+            self._reported.add(what)
+        logger.error("%s", message)
 
     # -- requests -----------------------------------------------------------------------------------------
 

@@ -6,7 +6,10 @@ import logging
 import re
 import socket
 import socketserver
+import struct
+import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -16,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from . import views
 from .bodies import BadBody, BodyTooLarge, inflate_gzip
+from .faults import INGEST_PATH, FaultInjector, FaultPlan, Faults
 from .keys import generate_api_key, is_well_formed, normalise_key
 from .store import Store
 from .timeutil import utc_now
@@ -73,18 +77,24 @@ def find_route(path: str) -> tuple[Route, re.Match[str]] | None:
     return None
 
 
+class _Reset(Exception):
+    """Raised inside the request pipeline to drop the connection with a TCP reset instead of answering."""
+
+
 class _Backend:
-    """Shared per-server state the request handlers use: keys, settings, store and request log."""
+    """Shared per-server state the request handlers use: keys, settings, store, faults and request log."""
 
     def __init__(
         self,
         roles: dict[str, str],
         state: ServerState,
         max_body_bytes: int,
+        faults: Faults | None = None,
     ) -> None:
         self.roles = roles
         self.state = state
         self.max_body_bytes = max_body_bytes
+        self.faults = FaultInjector(faults)
         self.stopping = False
         self._log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_LIMIT)
         self._log_lock = threading.Lock()
@@ -154,6 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     _declared_length: int | None = 0
     _body_pending = False
+    _fault: str | None = None  # what was injected into the current request, for the request log
 
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
         """Dispatch GET."""
@@ -198,8 +209,12 @@ class _Handler(BaseHTTPRequestHandler):
         """Handle one request end to end, turning ApiError and crashes into JSON responses."""
         self._declared_length = self._parse_length()
         self._body_pending = bool(self._declared_length)
+        self._fault = None
         try:
             response = self._handle()
+        except _Reset:
+            self._reset_connection()
+            return
         except ApiError as exc:
             response = json_response(exc.status, exc.payload, exc.headers)
         except Exception:  # a bug must not kill the connection thread silently
@@ -214,6 +229,9 @@ class _Handler(BaseHTTPRequestHandler):
         if found is None:
             raise views.not_found()
         route, match = found
+        plan = self.backend.faults.plan(url.path)
+        if plan is not None:
+            self._inject_before(plan)
         role = self._authenticate(route)
         view = route.methods.get(self.command)
         if view is None:
@@ -230,7 +248,61 @@ class _Handler(BaseHTTPRequestHandler):
             role=role,
             base_url=f"http://{self.headers.get('Host') or self._server_host()}",
         )
-        return view(self.backend.state, request, *match.groups())
+        response = view(self.backend.state, request, *match.groups())
+        if plan is not None and plan.accept_then_fail and 200 <= response.status < 300:
+            self._inject(plan, "accept_then_fail", "accept_then_fail")
+            if plan.accept_then_fail == "reset":
+                raise _Reset
+            raise ApiError(503, {"detail": "injected 503"}, plan.headers_for(503))
+        if url.path == INGEST_PATH and 200 <= response.status < 300:
+            self.backend.faults.count("ingest_ok")
+        return response
+
+    # -- fault injection -------------------------------------------------------------------------------
+
+    def _inject(self, plan: FaultPlan, stat: str, label: str) -> None:
+        """Count an injected fault and remember it for the request log."""
+        self.backend.faults.count(stat)
+        self._fault = label if self._fault is None else f"{self._fault},{label}"
+        logger.debug("fault injected: %s on %s %s", label, self.command, plan.path)
+
+    def _inject_before(self, plan: FaultPlan) -> None:
+        """Carry out the faults decided before processing: delay, outage, size limit, reset, status."""
+        if plan.latency > 0:
+            self._inject(plan, "latency", "latency")
+            time.sleep(plan.latency)
+        if plan.outage is not None:
+            self._inject(plan, "outage", f"outage_{plan.outage}")
+            if plan.outage == "reset":
+                raise _Reset
+            raise ApiError(503, {"detail": "injected 503 (outage)"}, plan.headers_for(503))
+        length = self._declared_length
+        if plan.max_ingest_bytes is not None and length is not None and length > plan.max_ingest_bytes:
+            self._inject(plan, "413", "413")
+            raise ApiError(413, {"detail": "Request body too large."})
+        if plan.reset:
+            self._inject(plan, "reset", "reset")
+            raise _Reset
+        if plan.status is not None:
+            self._inject(plan, f"status_{plan.status}", f"status_{plan.status}")
+            raise ApiError(plan.status, {"detail": f"injected {plan.status}"}, plan.headers_for(plan.status))
+
+    def _reset_connection(self) -> None:
+        """Read what is left of the body, then close with SO_LINGER 0 so the peer gets a reset, not an answer."""
+        self._drain_body()
+        self.close_connection = True
+        self._record(None)
+        connection = self.connection
+        linger = struct.pack("hh" if sys.platform == "win32" else "ii", 1, 0)
+        try:
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        except OSError:
+            pass
+        try:
+            self.rfile.close()
+            connection.close()
+        except OSError:
+            pass
 
     def _server_host(self) -> str:
         """host:port of the listening socket, for absolute links when the client sent no Host."""
@@ -324,8 +396,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(response.body)
 
-    def _record(self, status: int) -> None:
-        """Log what was sent (never the Authorization header) for tests to inspect."""
+    def _record(self, status: int | None) -> None:
+        """Log what was sent (never the Authorization header) for tests to inspect; a reset has status None."""
         headers = {
             name: value
             for name, value in self.headers.items()
@@ -339,6 +411,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "content_encoding": self.headers.get("Content-Encoding"),
                 "body_bytes": self._declared_length or 0,
                 "headers": headers,
+                "fault": self._fault,
             }
         )
 
@@ -388,6 +461,7 @@ class LocalServer:
         gzip_ingest: bool = True,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         environments: Iterable[str] = DEFAULT_ENVIRONMENTS,
+        faults: Faults | None = None,
     ) -> None:
         if max_body_bytes <= 0:
             raise ValueError("max_body_bytes must be positive")
@@ -397,7 +471,7 @@ class LocalServer:
         self._requested_port = port
         self._store = Store(db_path)
         state = ServerState(self._store, slugs, bool(gzip_ingest), utc_now())
-        self._backend = _Backend(roles, state, max_body_bytes)
+        self._backend = _Backend(roles, state, max_body_bytes, faults)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -422,6 +496,7 @@ class LocalServer:
             name=f"agentsight-localserver:{self.port}",
             daemon=True,
         )
+        self._backend.faults.restart_outage()
         self._thread.start()
         logger.debug("local server listening on %s", self.url)
         return self
@@ -492,9 +567,44 @@ class LocalServer:
         row = self._store.conversation_by_id(conversation_id)
         return 0 if row is None else self._store.span_count(row["id"])
 
+    def stored_items(self, conversation_id: str) -> int:
+        """Number of transcript items of a conversation (0 when unknown)."""
+        transcript = self.transcript(conversation_id)
+        return 0 if transcript is None else len(transcript["items"])
+
     def request_log(self) -> list[dict[str, Any]]:
-        """Every request received so far: method, path, status, content_encoding, body_bytes, headers."""
+        """Every request received so far: method, path, status (None for a reset), content_encoding,
+        body_bytes, headers and fault (what was injected, or None)."""
         return self._backend.request_log()
+
+    # -- fault injection ---------------------------------------------------------------------------------
+
+    @property
+    def faults(self) -> Faults:
+        """A copy of the faults in effect."""
+        return self._backend.faults.faults
+
+    def set_faults(self, faults: Faults | None) -> None:
+        """Replace the faults from the next request on; None (or Faults()) turns them all off, outage included.
+
+        The random generator is re-seeded from `faults.seed`, and an `outage_seconds` outage starts now.
+        """
+        self._backend.faults.set(faults)
+
+    def outage(self, seconds: float, mode: str = "reset") -> None:
+        """Start an outage now: for `seconds`, every request on the fault paths gets a reset (or a 503, with
+        mode="503") and nothing is stored. `outage(0)` ends one early."""
+        self._backend.faults.outage(seconds, mode)
+
+    def outage_remaining(self) -> float:
+        """Seconds left in the current outage (0 when there is none)."""
+        return self._backend.faults.outage_remaining()
+
+    def fault_stats(self) -> dict[str, int]:
+        """What was injected so far: `status_<N>`, `reset`, `accept_then_fail`, `413`, `outage`, `latency`,
+        plus `ingest_ok` (ingest requests processed and answered normally). Counts accumulate across
+        set_faults() calls."""
+        return self._backend.faults.stats()
 
     def attachment_bytes(self, conversation_id: str) -> list[tuple[str, bytes]]:
         """The uploaded files of a conversation as (filename, bytes), in upload order."""
@@ -515,6 +625,7 @@ def serve(
     gzip_ingest: bool = True,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     environments: Iterable[str] = DEFAULT_ENVIRONMENTS,
+    faults: Faults | None = None,
     on_ready: Callable[[LocalServer], None] | None = None,
 ) -> None:
     """Run a LocalServer until KeyboardInterrupt; `on_ready` gets the started server (e.g. for its URL)."""
@@ -527,6 +638,7 @@ def serve(
         gzip_ingest=gzip_ingest,
         max_body_bytes=max_body_bytes,
         environments=environments,
+        faults=faults,
     )
     try:
         server.start()

@@ -1,0 +1,252 @@
+"""Each rule of the delivery policy, pinned against the local server with injected faults."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from agentsight_otel import AgentSightSpanExporter, ConversationTracker
+from agentsight_otel.delivery import Unit, split_block
+from agentsight_otel.jsondoc import dumps, loads
+from agentsight_otel.localserver import Faults, LocalServer
+
+from .helpers import wait_until
+
+
+def _spans(*conversations, messages=3, size=20):
+    """Finished tracker spans for the given conversations (recorded in memory, not sent)."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    t = ConversationTracker()
+    t.configure(tracer_provider=provider)
+    for cid in conversations:
+        t.get_or_create_conversation(cid)
+        for i in range(messages):
+            t.track_human_message(f"{cid} message {i} " + "x" * size)
+        t.send_tracked_data()
+    return memory.get_finished_spans()
+
+
+def _contents(server, cid):
+    transcript = server.transcript(cid)
+    return [i["content"] for i in transcript["items"]] if transcript else []
+
+
+@pytest.fixture
+def faulty():
+    with LocalServer() as srv:
+        yield srv
+
+
+def _exporter(server, **kwargs):
+    kwargs.setdefault("timeout", 5)
+    return AgentSightSpanExporter(api_key=server.api_key, endpoint=server.url, **kwargs)
+
+
+@pytest.mark.parametrize("status", [429, 502, 503, 504])
+def test_transient_statuses_are_retried_within_the_export(faulty, status):
+    faulty.set_faults(Faults(status_rates={status: 1.0}))  # no Retry-After: our backoff (~0.5 s) applies
+    exporter = _exporter(faulty)
+    threading.Timer(0.3, faulty.set_faults, args=(None,)).start()
+    assert exporter.export(_spans("t-1")) is SpanExportResult.SUCCESS
+    assert exporter.stats()["retries"] >= 1 and faulty.fault_stats()[f"status_{status}"] >= 1
+    assert len(_contents(faulty, "t-1")) == 3
+    exporter.shutdown()
+
+
+def test_retry_after_seconds_and_dates_are_honoured(faulty):
+    for value in ("1", "date:2"):  # an HTTP date has whole seconds: 2 s ahead is at least 1 s of waiting
+        faulty.set_faults(Faults(status_rates={503: 1.0}, retry_after=value))
+        exporter = _exporter(faulty)
+        log_before = len(faulty.request_log())
+        threading.Timer(0.2, faulty.set_faults, args=(None,)).start()
+        started = time.monotonic()
+        assert exporter.export(_spans(f"ra-{value}")) is SpanExportResult.SUCCESS
+        assert time.monotonic() - started >= 0.9  # it waited for the server's Retry-After, not its own 0.5 s
+        ingests = [r for r in faulty.request_log()[log_before:] if r["path"] == "/api/ingest/"]
+        assert len(ingests) == 2
+        exporter.shutdown()
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 422])
+def test_other_client_errors_are_never_retried_and_are_dead_lettered(tmp_path, status):
+    with LocalServer(faults=Faults(status_rates={status: 1.0})) as srv:
+        exporter = _exporter(srv)
+        assert exporter.export(_spans("final-1")) is SpanExportResult.FAILURE
+        assert len([r for r in srv.request_log() if r["path"] == "/api/ingest/"]) == 1
+        dead = exporter.spool.dead_letters()
+        assert [(d.conversation_id, d.status) for d in dead] == [("final-1", status)]
+        assert "injected" in dead[0].reason
+        assert exporter.spool.stats().entries == 0
+        exporter.shutdown()
+
+
+def test_a_400_naming_blocks_delivers_the_rest_and_keeps_the_rejected(caplog):
+    with LocalServer(environments=("production",)) as srv:
+        memory = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        t = ConversationTracker()
+        t.configure(tracer_provider=provider)
+        for cid, env in (("ok-1", "production"), ("bad-1", "development"), ("ok-2", "production")):
+            t.get_or_create_conversation(cid, environment=env)
+            t.track_human_message(f"hello from {cid}")
+            t.send_tracked_data()
+        exporter = _exporter(srv)
+        assert exporter.export(memory.get_finished_spans()) is SpanExportResult.FAILURE
+        assert _contents(srv, "ok-1") == ["hello from ok-1"] and _contents(srv, "ok-2") == ["hello from ok-2"]
+        assert srv.transcript("bad-1") is None
+        dead = exporter.spool.dead_letters()
+        assert [d.conversation_id for d in dead] == ["bad-1"] and "environment" in dead[0].reason
+        ingests = [r for r in srv.request_log() if r["path"] == "/api/ingest/"]
+        assert len(ingests) == 2  # the refused batch, then the others resent at once
+        exporter.shutdown()
+
+
+def test_413_splits_along_conversations_and_inside_one_conversation():
+    # No gzip here: compressed, these bodies would fit and nothing would need splitting.
+    with LocalServer(gzip_ingest=False, faults=Faults(max_ingest_bytes=6_000)) as faulty:
+        _check_413_splits(faulty)
+
+
+def _check_413_splits(faulty):
+    exporter = _exporter(faulty)
+    spans = _spans("big-1", "big-2", "big-3", messages=20, size=400)  # each conversation alone is too big
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    for cid in ("big-1", "big-2", "big-3"):
+        assert _contents(faulty, cid) == [f"{cid} message {i} " + "x" * 400 for i in range(20)]
+    assert faulty.fault_stats()["413"] >= 2 and exporter.stats()["splits"] >= 2
+    assert all(r["body_bytes"] <= 6_000 for r in faulty.request_log() if r["status"] == 200)
+    exporter.shutdown()
+
+
+def test_a_request_bigger_than_the_configured_maximum_is_never_sent(faulty):
+    exporter = _exporter(faulty, max_request_bytes=5_000)
+    assert exporter.export(_spans("cap-1", "cap-2", messages=30, size=100)) is SpanExportResult.SUCCESS
+    ingests = [r for r in faulty.request_log() if r["path"] == "/api/ingest/"]
+    assert len(ingests) > 2 and all(r["body_bytes"] <= 5_000 for r in ingests)
+    assert len(_contents(faulty, "cap-1")) == 30 and len(_contents(faulty, "cap-2")) == 30
+    exporter.shutdown()
+
+
+def test_split_block_keeps_every_span_and_event_once():
+    block = {
+        "conversation_id": "c",
+        "spans": [
+            {"span_id": f"{i:016x}", "attributes": {}, "events": [{"name": "m", "n": j} for j in range(4)]}
+            for i in range(3)
+        ],
+    }
+    unit = Unit("c", dumps(block))
+    parts = split_block(unit, len(unit.body))
+    assert parts is not None and len(parts) >= 2
+    events = [e["n"] for p in parts for s in loads(p.body)["spans"] for e in s["events"]]
+    assert sorted(events) == sorted([j for _ in range(3) for j in range(4)])
+    single = {"conversation_id": "c", "spans": [{"span_id": "a" * 16, "events": [{"n": 1}]}]}
+    assert split_block(Unit("c", dumps(single)), 10) is None
+
+
+def test_a_rejected_key_is_reported_once_and_the_data_waits_in_the_spool(faulty, caplog):
+    stranger = "ags_0123456789abcdef0123456789abcdef_abcdef"
+    caplog.set_level(logging.DEBUG)
+    exporter = AgentSightSpanExporter(api_key=stranger, endpoint=faulty.url, timeout=5)
+    for n in range(3):
+        assert exporter.export(_spans(f"key-{n}")) is SpanExportResult.FAILURE
+    assert exporter.spool.stats().entries == 3 and exporter.spool.stats().dead == 0
+    key_errors = [r for r in caplog.records if "rejected the API key" in r.getMessage()]
+    assert len(key_errors) == 1 and "AGENTSIGHT_API_KEY" in key_errors[0].getMessage()
+    assert stranger not in caplog.text
+    exporter.shutdown()
+    # With the right key, the waiting data is delivered: nothing was dropped.
+    fixed = _exporter(faulty)
+    wait_until(lambda: all(len(_contents(faulty, f"key-{n}")) == 3 for n in range(3)))
+    assert fixed.spool.stats().entries == 0
+    fixed.shutdown()
+
+
+def test_an_outage_spools_at_once_and_the_replayer_delivers_afterwards(faulty):
+    exporter = _exporter(faulty, timeout=1)
+    faulty.outage(1.5)
+    assert exporter.export(_spans("out-1")) is SpanExportResult.FAILURE  # tried, failed, spooled
+    started = time.monotonic()
+    assert exporter.export(_spans("out-2")) is SpanExportResult.FAILURE
+    assert time.monotonic() - started < 0.3  # while AgentSight is down, new data goes straight to disk
+    assert exporter.spool.stats().entries == 2
+    wait_until(lambda: _contents(faulty, "out-1") and _contents(faulty, "out-2"), timeout=30)
+    assert exporter.spool.stats().entries == 0 and exporter.stats()["replayed"] == 2
+    exporter.shutdown()
+
+
+def test_the_deadline_bounds_an_export_and_an_unknown_outcome_never_duplicates(faulty):
+    faulty.set_faults(Faults(latency=2.0))
+    exporter = _exporter(faulty, timeout=0.5)
+    started = time.monotonic()
+    assert exporter.export(_spans("slow-1")) is SpanExportResult.FAILURE
+    assert time.monotonic() - started < 1.5
+    faulty.set_faults(None)
+    wait_until(lambda: exporter.spool.stats().entries == 0, timeout=30)
+    # The slow request may have been stored as well as replayed: the server still has each item once.
+    assert _contents(faulty, "slow-1") == [f"slow-1 message {i} " + "x" * 20 for i in range(3)]
+    exporter.shutdown()
+
+
+def test_shutdown_interrupts_a_backoff_wait(faulty):
+    faulty.set_faults(Faults(status_rates={503: 1.0}, retry_after="10"))
+    exporter = _exporter(faulty, timeout=30)
+    spans = _spans("stop-1")
+    finished = []
+    worker = threading.Thread(target=lambda: finished.append(exporter.export(spans)))
+    worker.start()
+    wait_until(lambda: faulty.fault_stats().get("status_503", 0) >= 1)
+    stopped = time.monotonic()
+    exporter.shutdown()
+    worker.join(5)
+    assert time.monotonic() - stopped < 0.5 and finished == [SpanExportResult.FAILURE]
+    assert exporter.spool.stats().entries == 1  # not delivered, so kept
+    exporter.shutdown()  # idempotent: only logs
+
+
+def test_force_flush_honours_its_timeout(faulty):
+    exporter = _exporter(faulty, timeout=5)
+    faulty.outage(30, mode="503")
+    exporter.export(_spans("ff-1"))
+    faulty.set_faults(Faults(status_rates={503: 1.0}, retry_after="20"))
+    started = time.monotonic()
+    assert exporter.force_flush(300) is False
+    assert time.monotonic() - started < 1.0
+    exporter.shutdown()
+    assert exporter.force_flush(1000) is False
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_after_fork_the_child_has_its_own_session_and_an_empty_queue(faulty):
+    t = ConversationTracker()
+    t.configure(api_key=faulty.api_key, endpoint=faulty.url)
+    t.track_human_message("parent before fork", conversation_id="parent")
+    assert t.send_tracked_data(conversation_id="parent")["summary"]["errors"] == 0
+    exporter = t._exporter_for_export()
+    parent_session = id(exporter._transport._session)
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only
+        code = 1
+        try:
+            fresh = id(exporter._transport._session) != parent_session
+            empty = not t._processor._queue and not t._processor._in_flight
+            t.track_human_message("from the child", conversation_id="child")
+            ok = t.send_tracked_data(conversation_id="child")["summary"]["errors"] == 0
+            code = 0 if (fresh and empty and ok) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert _contents(faulty, "child") == ["from the child"]
+    assert _contents(faulty, "parent") == ["parent before fork"]
+    t.shutdown()
