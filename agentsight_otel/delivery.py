@@ -157,6 +157,7 @@ class Delivery:
         self._wake = threading.Event()
         self._replayer: threading.Thread | None = None
         self._replay_lock = threading.Lock()
+        self._idle = False
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -204,7 +205,6 @@ class Delivery:
         behind = [u for u in units if u.conversation_id in waiting]
         if behind:
             self._to_spool(behind, "queued behind earlier undelivered data of this conversation", result)
-            self._wake.set()
         live = [u for u in units if u.conversation_id not in waiting]
         self._send(live, deadline, result)
         return result.outcomes
@@ -405,6 +405,7 @@ class Delivery:
                 result.outcomes[id(u)] = Outcome(False, message)
             return
         self.stats.spooled += len(units)
+        self._nudge()
         for u in units:
             result.outcomes[id(u)] = Outcome(False, f"spooled for retry: {reason}", None, True)
 
@@ -450,27 +451,29 @@ class Delivery:
         return self._spool is None or not self._spool.has_entries()
 
     def _replay_loop(self) -> None:
-        delay = 0.0
         failures = 0
         while not self._stop.is_set():
-            self._wake.wait(delay)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
             try:
                 outcome = self.replay_once(time.monotonic() + self._timeout)
             except Exception:  # noqa: BLE001 - the replayer must survive anything and try again later
                 logger.debug("spool replay round failed", exc_info=True)
                 outcome = False
             if outcome is None:
-                failures = 0
-                delay = REPLAY_IDLE_POLL_S
+                failures, delay = 0, REPLAY_IDLE_POLL_S
             elif outcome:
-                failures = 0
-                delay = 0.0
+                failures, delay = 0, 0.0
             else:
                 failures += 1
                 delay = min(REPLAY_MAX_BACKOFF_S, 0.5 * 2 ** min(failures, 10)) * random.uniform(0.8, 1.2)
+            self._idle = outcome is None
+            self._wake.wait(delay)
+            self._wake.clear()
+
+    def _nudge(self) -> None:
+        """New data went to the spool: an idle replayer starts its backoff now; a backing-off one keeps its pace."""
+        if self._idle:
+            self._idle = False
+            self._wake.set()
 
 
 def _rejected_blocks(reply: Reply, count: int) -> dict[int, str]:
