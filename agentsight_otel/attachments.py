@@ -130,23 +130,23 @@ def process_attachments(attachments: Any, mode: str) -> list[PendingFile]:
 
 
 class AttachmentStore:
-    """Bytes waiting for upload, keyed by conversation and sha256, bounded in total size."""
+    """Bytes waiting for upload, keyed by conversation, sha256 and file name, bounded in total size."""
 
     def __init__(self, capacity_bytes: int = DEFAULT_CAPACITY_BYTES) -> None:
-        self._files: OrderedDict[tuple[str, str], PendingFile] = OrderedDict()
+        self._files: OrderedDict[tuple[str, str, str], PendingFile] = OrderedDict()
         self._size = 0
         self._capacity = capacity_bytes
         self._lock = threading.Lock()
 
     def put(self, conversation_id: str, file: PendingFile) -> None:
         with self._lock:
-            key = (conversation_id, file.sha256)
+            key = (conversation_id, file.sha256, file.filename)
             if key in self._files:
                 return
             self._files[key] = file
             self._size += len(file.data)
             while self._size > self._capacity and len(self._files) > 1:
-                (cid, _), old = self._files.popitem(last=False)
+                (cid, _, _), old = self._files.popitem(last=False)
                 self._size -= len(old.data)
                 logger.warning(
                     "attachment store full (%d bytes): %r of conversation %s will be sent as a descriptor only",
@@ -155,15 +155,12 @@ class AttachmentStore:
                     cid,
                 )
 
-    def take(self, conversation_id: str, sha256: str) -> PendingFile | None:
+    def take(self, conversation_id: str, sha256: str, filename: str) -> PendingFile | None:
         with self._lock:
-            file = self._files.pop((conversation_id, sha256), None)
+            file = self._files.pop((conversation_id, sha256, filename), None)
             if file is not None:
                 self._size -= len(file.data)
             return file
-
-    def put_back(self, conversation_id: str, file: PendingFile) -> None:
-        self.put(conversation_id, file)
 
 
 pending_attachments = AttachmentStore()

@@ -91,7 +91,8 @@ def normalize_endpoint(endpoint: str) -> str:
     """Strip whitespace and trailing slashes, so that joining with ``/api/...`` never gives ``//``."""
     endpoint = endpoint.strip().rstrip("/")
     if not endpoint.startswith(("http://", "https://")):
-        raise ValueError(f"endpoint must start with http:// or https://, got {endpoint!r}")
+        # The value is not echoed: a key pasted into the wrong variable must not end up in a log.
+        raise ValueError(f"endpoint must be an http:// or https:// URL ({ENV_ENDPOINT} or endpoint=)")
     return endpoint
 
 
@@ -210,6 +211,15 @@ def _number(value: Any, name: str, env_name: str, default: float) -> float:
     if number <= 0 or number != number:
         raise ValueError(f"{name} ({env_name}) must be positive, got {value!r}")
     return number
+
+
+def configured_environment() -> str | None:
+    """``AGENTSIGHT_ENVIRONMENT`` (or its ``.env`` entry), lower-cased and de-aliased; ``None`` when unset."""
+    value = _lookup(ENV_ENVIRONMENT, _dotenv_values())
+    if value is None:
+        return None
+    slug = value.strip().lower()
+    return ENVIRONMENT_ALIASES.get(slug, slug)
 
 
 def apply_log_level(level: str | None) -> None:

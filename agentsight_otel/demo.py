@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 import uuid
 from typing import Any, Callable
 
+from .config import resolve_settings
 from .tracker import ConversationTracker
 
 INVOICE = b"%PDF-1.4\n% demo invoice for order 1042\n"
@@ -92,6 +92,14 @@ def _summary_line(result: dict[str, Any]) -> str:
     return line
 
 
+def _configured_key() -> str | None:
+    """The key from the environment or a ``.env`` file; a malformed one counts as none (the demo goes local)."""
+    try:
+        return resolve_settings().api_key
+    except ValueError:
+        return None
+
+
 def run(print_: Callable[[str], None] = print, keep_serving: bool = False) -> int:
     """Run the demo; returns a process exit code (0 when every item was delivered)."""
     from .localserver import LocalServer
@@ -99,7 +107,7 @@ def run(print_: Callable[[str], None] = print, keep_serving: bool = False) -> in
     conversation_id = f"demo-{uuid.uuid4().hex[:8]}"
     tracker = ConversationTracker()
     server: LocalServer | None = None
-    if not os.environ.get("AGENTSIGHT_API_KEY", "").strip():
+    if not _configured_key():
         server = LocalServer().start()
         tracker.configure(api_key=server.api_key, endpoint=server.url)
         print_(f"No AGENTSIGHT_API_KEY set: shipping to a local AgentSight-compatible server at {server.url}")

@@ -83,7 +83,7 @@ class AgentSightSpanExporter(SpanExporter):
         self._ledger = outcome_ledger or ledger
         self._shutdown = threading.Event()
         self._lock = threading.Lock()
-        self._exiting = False
+        self._exit_deadline: float | None = None
         self._transport: Transport | None = None
         self._spool: Spool | None = None
         self._delivery: Delivery | None = None
@@ -189,8 +189,13 @@ class AgentSightSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
         self._rules.learn_environments(self._transport.server_info().environments)
         units, owners = self._units(batches)
-        budget = self._settings.exit_timeout if self._exiting else self._settings.timeout
-        outcomes = self._delivery.deliver(units, time.monotonic() + budget)
+        deadline = time.monotonic() + self._settings.timeout
+        if self._exit_deadline is not None:  # at exit: one shared budget, then straight to the spool
+            deadline = min(deadline, self._exit_deadline)
+        if deadline <= time.monotonic():
+            outcomes = self._delivery.spool_units(units, "the process was exiting")
+        else:
+            outcomes = self._delivery.deliver(units, deadline)
         self._record_outcomes(units, owners, outcomes)
         delivered = all(outcomes.get(id(u), Outcome(False)).delivered for u in units)
         return SpanExportResult.SUCCESS if delivered else SpanExportResult.FAILURE
@@ -216,7 +221,11 @@ class AgentSightSpanExporter(SpanExporter):
         descriptors = parse_document(record.files) or []
         files = [
             f
-            for f in (self._attachments.take(cid, d.get("sha256", "")) for d in descriptors if isinstance(d, dict))
+            for f in (
+                self._attachments.take(cid, str(d.get("sha256", "")), str(d.get("filename", "")))
+                for d in descriptors
+                if isinstance(d, dict)
+            )
             if f is not None
         ]
         if not files:
@@ -242,10 +251,9 @@ class AgentSightSpanExporter(SpanExporter):
             outcome = outcomes.get(id(unit))
             if outcome is None:
                 continue
-            if unit.kind == KIND_ATTACHMENTS:
-                if not outcome.delivered:  # the message was delivered; say that its files were not (yet)
-                    for key in unit.sources:
-                        self._ledger.record(key.trace_id, key.span_id, outcome)
+            if unit.kind == KIND_ATTACHMENTS:  # files have their own outcome, per event
+                for key in unit.sources:
+                    self._ledger.record(key.trace_id, key.span_id, outcome, index=key.index)
                 continue
             for key in unit.sources:
                 self._ledger.record(key.trace_id, key.span_id, outcome)
@@ -270,8 +278,8 @@ class AgentSightSpanExporter(SpanExporter):
                 self._delivery.start_replayer()
 
     def _at_exit(self) -> None:
-        """From here on, exports get the short exit budget; what they cannot deliver stays in the spool."""
-        self._exiting = True
+        """From here on, all exports share the exit budget; what they cannot deliver in it stays in the spool."""
+        self._exit_deadline = time.monotonic() + self._settings.exit_timeout
 
 
 _live_exporters: weakref.WeakSet[AgentSightSpanExporter] = weakref.WeakSet()

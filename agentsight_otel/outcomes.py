@@ -26,20 +26,21 @@ class OutcomeLedger:
     """A bounded map from (trace id, span id) to :class:`Outcome`; the oldest entries fall out first."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
-        self._entries: OrderedDict[tuple[int, int], Outcome] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, int, int], Outcome] = OrderedDict()
         self._max = max_entries
         self._lock = threading.Lock()
 
-    def record(self, trace_id: int, span_id: int, outcome: Outcome) -> None:
+    def record(self, trace_id: int, span_id: int, outcome: Outcome, *, index: int = -1) -> None:
+        """The outcome of a whole span (``index`` -1) or of one of its events (attachment uploads)."""
         with self._lock:
-            self._entries[(trace_id, span_id)] = outcome
-            self._entries.move_to_end((trace_id, span_id))
+            self._entries[(trace_id, span_id, index)] = outcome
+            self._entries.move_to_end((trace_id, span_id, index))
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
 
-    def pop(self, trace_id: int, span_id: int) -> Outcome | None:
+    def pop(self, trace_id: int, span_id: int, index: int = -1) -> Outcome | None:
         with self._lock:
-            return self._entries.pop((trace_id, span_id), None)
+            return self._entries.pop((trace_id, span_id, index), None)
 
 
 ledger = OutcomeLedger()

@@ -12,9 +12,11 @@ import atexit
 import bisect
 import contextvars
 import logging
+import math
 import threading
 import time
 from array import array
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,7 +30,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, T
 
 from . import semconv as sc
 from .attachments import normalize_mode, pending_attachments, process_attachments
-from .config import UNSET, check_api_key, normalize_endpoint
+from .config import UNSET, check_api_key, configured_environment, normalize_endpoint
 from .errors import (
     InvalidAnswerDataException,
     InvalidConversationDataException,
@@ -43,12 +45,15 @@ from .jsondoc import dumps_str, loads
 from .outcomes import Outcome, ledger
 from .processor import TrackerSpanProcessor
 from .version import __version__
+from .wire import MAX_FIELD
 
 logger = logging.getLogger("agentsight_otel")
 
 SPAN_NAME = "agentsight.conversation"
 FOREIGN_PROVIDER_MAX_EVENTS = 128  # the SDK's default per-span event limit; roll over before reaching it
+REMEMBERED_CONVERSATIONS = 10_000  # conversation fields kept across sends, so later batches carry them too
 OWN_PROVIDER_MAX_EVENTS = 512  # a rolled-over segment is exported in the background, so memory stays bounded
+MAX_DURATION_MS = 366 * 24 * 3600 * 1000.0  # a year: anything longer is a unit mistake
 KEEP_ITEM_DATA = 10_000  # items whose full data the summary keeps; older ones keep only type and time
 ITEM_TYPES = ("conversation", "question", "answer", "attachments", "action", "button")
 _TYPE_CODE = {name: code for code, name in enumerate(ITEM_TYPES)}
@@ -59,24 +64,31 @@ _TOKEN_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "embedding_
 
 
 def _conversation_id(value: Any) -> str:
-    """The legacy rule: ``str(v or "").strip()`` must be non-empty (so None, "", whitespace and 0 fail)."""
+    """The legacy rule: ``str(v or "").strip()`` must be non-empty (so None, "", whitespace and 0 fail).
+
+    AgentSight stores at most 255 characters; a longer id would be cut and could merge two conversations.
+    """
     text = str(value or "").strip()
     if not text:
         raise MissingConversationIdException(f"conversation_id is required, got {value!r}")
+    if len(text) > MAX_FIELD:
+        raise InvalidConversationDataException(f"conversation_id is longer than {MAX_FIELD} characters")
     return text
 
 
 def _required_text(value: Any, what: str, error: type[Exception] = InvalidConversationDataException) -> str:
-    if value is None or isinstance(value, (dict, list, tuple, set, bytes)):
+    """The legacy rule for required fields: ``str(v or "").strip()`` must be non-empty (0 and False fail)."""
+    if isinstance(value, (dict, list, tuple, set, bytes)):
         raise error(f"{what} must be a non-blank string, got {type(value).__name__}")
-    text = str(value)
+    text = str(value or "")
     if not text.strip():
-        raise error(f"{what} must not be blank")
+        raise error(f"{what} must not be blank, got {value!r}")
     return text
 
 
 def _optional_text(value: Any, what: str) -> str | None:
-    if value is None:
+    """An optional string field; blank means not set (AgentSight refuses blank strings)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, (dict, list, tuple, set, bytes)):
         raise InvalidConversationDataException(f"{what} must be a string, got {type(value).__name__}")
@@ -143,6 +155,7 @@ class _Bucket:
     segment_starts: list[int] = field(default_factory=list)  # first item index of each span segment
     segment_keys: list[tuple[int, int]] = field(default_factory=list)
     compacted: int = 0  # items before this index have had their data dropped
+    file_events: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # item -> (trace, span, event)
     tokens: dict[str, int] | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     last_ns: int = 0
@@ -172,12 +185,7 @@ class _Bucket:
         self.compacted = max(limit, self.compacted)
 
 
-class _Scope:
-    def __init__(self, conversation_id: str) -> None:
-        self.conversation_id = conversation_id
-
-
-_scope: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("agentsight_conversation", default=None)
+_scope: contextvars.ContextVar[str | None] = contextvars.ContextVar("agentsight_conversation", default=None)
 
 
 class ConversationScope:
@@ -187,10 +195,10 @@ class ConversationScope:
         self._tracker = tracker
         self.conversation_id = conversation_id
         self._fields = fields
-        self._token: contextvars.Token[_Scope | None] | None = None
+        self._token: contextvars.Token[str | None] | None = None
 
     def __enter__(self) -> ConversationScope:
-        self._token = _scope.set(_Scope(self.conversation_id))
+        self._token = _scope.set(self.conversation_id)
         if self._fields:
             self._tracker._record_conversation(self.conversation_id, self._fields, is_used=True)
         return self
@@ -221,6 +229,8 @@ class ConversationTracker:
         self._own_provider = False
         self._exporter: AgentSightSpanExporter | None = None
         self._processor: TrackerSpanProcessor | None = None
+        self._known_fields: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._foreign_max_events = FOREIGN_PROVIDER_MAX_EVENTS
         self._atexit_registered = False
         self._warned_not_recording = False
 
@@ -239,12 +249,19 @@ class ConversationTracker:
         environment: Any = UNSET,
         timeout: Any = UNSET,
         tracer_provider: Any = UNSET,
+        app_url: Any = UNSET,
+        token_handler: Any = UNSET,
     ) -> None:
         """Change only what is passed. A new key or endpoint takes effect for the next export.
 
         ``tracer_provider`` routes the tracker's spans through an app's own provider (and its processors);
         by default the tracker builds its own, which sends synchronously at ``send_tracked_data``.
         """
+        if token_handler is not UNSET and token_handler is not None:
+            # 0.0.x accepted it but never installed a handler; say so instead of silently ignoring it.
+            logger.warning("token_handler is not supported: call track_token_usage() with the LLM's usage")
+        if app_url is not UNSET:
+            self._options["app_url"] = app_url  # accepted for compatibility; only the dashboard link used it
         if api_key is not UNSET:
             if api_key is None or not str(api_key).strip():
                 raise NoApiKeyException("API key cannot be None or blank")
@@ -277,6 +294,7 @@ class ConversationTracker:
                 self._tracer = None
                 self._own_provider = False
                 self._processor = None
+                self._foreign_max_events = _event_limit(tracer_provider)
 
     def _exporter_for_export(self) -> AgentSightSpanExporter:
         with self._lock:
@@ -314,9 +332,10 @@ class ConversationTracker:
     # -- conversation selection ---------------------------------------------------------------------------
 
     def _set_current(self, conversation_id: str | None) -> None:
-        scope = _scope.get()
-        if scope is not None:
-            scope.conversation_id = conversation_id or scope.conversation_id
+        # Inside a scope, only this context's view changes (tasks and threads copied from it keep theirs).
+        if _scope.get() is not None:
+            if conversation_id is not None:
+                _scope.set(conversation_id)
         else:
             self._current = conversation_id
 
@@ -326,7 +345,7 @@ class ConversationTracker:
             return _conversation_id(conversation_id)
         scope = _scope.get()
         if scope is not None:
-            return scope.conversation_id
+            return scope
         with self._lock:
             if self._current is None:
                 self._current = generate_conversation_id()
@@ -336,7 +355,7 @@ class ConversationTracker:
     def get_conversation_id(self) -> str | None:
         """The conversation that tracking calls go to now (the scope's, else the current one)."""
         scope = _scope.get()
-        return scope.conversation_id if scope is not None else self._current
+        return scope if scope is not None else self._current
 
     def conversation(self, conversation_id: Any = None, **fields: Any) -> ConversationScope:
         """Scope the current conversation to this thread or asyncio task: ``with tracker.conversation("id"):``.
@@ -353,7 +372,8 @@ class ConversationTracker:
     def _bucket(self, cid: str) -> _Bucket:
         bucket = self._buckets.get(cid)
         if bucket is None:
-            bucket = self._buckets[cid] = _Bucket(cid)
+            # A conversation's fields outlive a send: later batches must not lose (or reset) them.
+            bucket = self._buckets[cid] = _Bucket(cid, fields=dict(self._known_fields.get(cid, {})))
         return bucket
 
     def _start_span(self, cid: str, fields: Mapping[str, Any], start_ns: int | None = None) -> Any:
@@ -378,12 +398,13 @@ class ConversationTracker:
             start_time=start_ns,
         )
 
-    def _open_span(self, bucket: _Bucket, start_ns: int) -> Any:
-        limit = OWN_PROVIDER_MAX_EVENTS if self._own_provider else FOREIGN_PROVIDER_MAX_EVENTS
+    def _open_span(self, bucket: _Bucket, start_ns: int) -> tuple[Any, Any]:
+        """The conversation's open span, and the full segment it replaced (to be ended outside the lock)."""
+        finished = None
+        limit = OWN_PROVIDER_MAX_EVENTS if self._own_provider else self._foreign_max_events
         if bucket.span is not None and bucket.events_in_span >= limit:
             # Roll over: the full segment is exported in the background (and the SDK's event limit never bites).
-            bucket.span.end()
-            bucket.span = None
+            finished, bucket.span = bucket.span, None
             bucket.compact()
         if bucket.span is None:
             span = self._start_span(bucket.conversation_id, bucket.fields, start_ns)
@@ -396,17 +417,33 @@ class ConversationTracker:
             bucket.segment_starts.append(len(bucket))
             bucket.segment_keys.append(bucket.span_key)
             bucket.events_in_span = 0
-        return bucket.span
+        return bucket.span, finished
 
-    def _add(self, cid: str, item_type: str, event: str, attributes: dict[str, Any], data: dict[str, Any]) -> None:
+    def _add(
+        self,
+        cid: str,
+        item_type: str | None,
+        event: str,
+        attributes: dict[str, Any],
+        data: dict[str, Any] | None,
+        *,
+        files: bool = False,
+    ) -> None:
+        """Record one event; ``item_type`` None adds it to the previous item (files sent with a message)."""
         attributes = {k: v for k, v in attributes.items() if v is not None}
         with self._lock:
             bucket = self._bucket(cid)
             ts = bucket.next_timestamp()
-            span = self._open_span(bucket, ts)
+            span, finished = self._open_span(bucket, ts)
+            index = bucket.events_in_span
             span.add_event(event, attributes, timestamp=ts)
             bucket.events_in_span += 1
-            bucket.append(item_type, ts, data)
+            if item_type is not None and data is not None:
+                bucket.append(item_type, ts, data)
+            if files and len(bucket):
+                bucket.file_events[len(bucket) - 1] = (*bucket.span_key, index)
+        if finished is not None:
+            finished.end()
 
     @staticmethod
     def _field_attributes(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -443,9 +480,12 @@ class ConversationTracker:
         fields["metadata"] = meta
         return fields
 
+    def _default_environment(self) -> str:
+        configured = self._options.get("environment")
+        return str(configured) if configured else configured_environment() or "development"
+
     def _record_conversation(self, cid: str, fields: dict[str, Any], *, is_used: bool) -> None:
-        env = fields.get("environment") or self._options.get("environment") or "development"
-        fields = dict(fields, environment=env)
+        fields = dict(fields, environment=fields.get("environment") or self._default_environment())
         data = {
             "conversation_id": cid,
             **{k: v for k, v in fields.items() if k != "metadata"},
@@ -455,12 +495,18 @@ class ConversationTracker:
         with self._lock:
             bucket = self._bucket(cid)
             bucket.fields.update({k: v for k, v in fields.items() if v is not None})
-            span = self._open_span(bucket, bucket.next_timestamp())
+            self._known_fields[cid] = dict(bucket.fields)
+            self._known_fields.move_to_end(cid)
+            while len(self._known_fields) > REMEMBERED_CONVERSATIONS:
+                self._known_fields.popitem(last=False)
+            span, finished = self._open_span(bucket, bucket.next_timestamp())
             span.set_attributes(self._field_attributes(bucket.fields))
             ts = bucket.next_timestamp()
             span.add_event(sc.EVENT_CONVERSATION, {sc.CONVERSATION_IS_USED: is_used}, timestamp=ts)
             bucket.events_in_span += 1
             bucket.append("conversation", ts, data)
+        if finished is not None:
+            finished.end()
 
     # -- the documented API -------------------------------------------------------------------------------
 
@@ -504,8 +550,7 @@ class ConversationTracker:
         fields = self._conversation_fields(
             customer_id, customer_ip_address, device, source, language, name, environment, metadata
         )
-        env = fields.get("environment") or self._options.get("environment") or "development"
-        fields["environment"] = env
+        fields["environment"] = fields.get("environment") or self._default_environment()
         span = self._start_span(cid, fields)
         span.add_event(sc.EVENT_CONVERSATION, {sc.CONVERSATION_IS_USED: False})
         ctx = span.get_span_context()
@@ -613,17 +658,10 @@ class ConversationTracker:
             "sender": sender,
             "conversation_id": cid,
         }
-        if not linked:
-            self._add(cid, "attachments", sc.EVENT_ATTACHMENTS, attrs, data)
+        if linked:  # files sent with a message belong to that message's item
+            self._add(cid, None, sc.EVENT_ATTACHMENTS, attrs, None, files=True)
         else:
-            # Files sent with a message: recorded as their own event, not listed as a separate tracked item.
-            with self._lock:
-                bucket = self._bucket(cid)
-                ts = bucket.next_timestamp()
-                self._open_span(bucket, ts).add_event(
-                    sc.EVENT_ATTACHMENTS, {k: v for k, v in attrs.items() if v is not None}, timestamp=ts
-                )
-                bucket.events_in_span += 1
+            self._add(cid, "attachments", sc.EVENT_ATTACHMENTS, attrs, data, files=True)
 
     def track_action(
         self,
@@ -643,9 +681,14 @@ class ConversationTracker:
         start = _time_ns(started_at, "started_at")
         end = _time_ns(ended_at, "ended_at")
         if duration_ms is not None and (
-            isinstance(duration_ms, bool) or not isinstance(duration_ms, (int, float)) or duration_ms < 0
+            isinstance(duration_ms, bool)
+            or not isinstance(duration_ms, (int, float))
+            or not math.isfinite(duration_ms)
+            or not 0 <= duration_ms <= MAX_DURATION_MS
         ):
-            raise InvalidConversationDataException(f"duration_ms must be a non-negative number, got {duration_ms!r}")
+            raise InvalidConversationDataException(
+                f"duration_ms must be a finite number between 0 and {MAX_DURATION_MS:.0f}, got {duration_ms!r}"
+            )
         if start is not None and end is not None and end < start:
             raise InvalidConversationDataException("ended_at is before started_at")
         try:
@@ -799,15 +842,16 @@ class ConversationTracker:
                 raise NoDataToSendException(f"no tracked data to send for conversation {cid!r}")
             del self._buckets[bucket.conversation_id]  # exactly one concurrent sender gets the items
             processor = self._processor
-            if bucket.span is not None:
-                if processor is not None:
-                    processor.export_now(*bucket.span_key)
-                bucket.span.end()
+            if bucket.span is not None and processor is not None:
+                processor.export_now(*bucket.span_key)
+        if bucket.span is not None:
+            bucket.span.end()  # outside the lock: other threads keep tracking while this one sends
         if processor is not None and bucket.segment_keys:
             processor.wait_idle(bucket.segment_keys[0][0], timeout or 30)
         self._flush_foreign(timeout)
         outcomes = {key: ledger.pop(*key) for key in bucket.segment_keys}
-        return _send_report(bucket, outcomes)
+        file_outcomes = {item: ledger.pop(*where) for item, where in bucket.file_events.items()}
+        return _send_report(bucket, outcomes, file_outcomes)
 
     def _flush_foreign(self, timeout: float | None = None) -> None:
         """With an app's provider, its processors may queue; flush so the outcome is known now."""
@@ -819,9 +863,9 @@ class ConversationTracker:
         with self._lock:
             buckets = list(self._buckets.values())
             self._buckets.clear()
-            for bucket in buckets:
-                if bucket.span is not None:
-                    bucket.span.end()
+        for bucket in buckets:
+            if bucket.span is not None:
+                bucket.span.end()
         if self._processor is not None:
             self._processor.force_flush(int((timeout or 30) * 1000))
         self._flush_foreign(timeout)
@@ -845,6 +889,20 @@ class ConversationTracker:
                     self._exporter = None
         except Exception:  # noqa: BLE001 - runs at exit; must not raise
             logger.exception("agentsight tracker shutdown failed")
+
+
+def _event_limit(provider: Any) -> int:
+    """How many events an app's provider keeps per span, so the tracker rolls over before any is dropped."""
+    limits = getattr(provider, "_span_limits", None)  # the SDK keeps it private; fall back to its default
+    if limits is None:
+        return FOREIGN_PROVIDER_MAX_EVENTS
+    max_events = getattr(limits, "max_events", FOREIGN_PROVIDER_MAX_EVENTS)
+    if max_events is None:  # unlimited
+        return OWN_PROVIDER_MAX_EVENTS
+    if max_events < 1:
+        logger.warning("the configured TracerProvider keeps no span events; the tracker cannot record anything")
+        return 1
+    return min(int(max_events), OWN_PROVIDER_MAX_EVENTS)
 
 
 def _loads_object(text: str) -> dict[str, Any]:
@@ -896,7 +954,11 @@ def _preview(item_type: str, d: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def _send_report(bucket: _Bucket, outcomes: dict[tuple[int, int], Outcome | None]) -> dict[str, Any]:
+def _send_report(
+    bucket: _Bucket,
+    outcomes: dict[tuple[int, int], Outcome | None],
+    file_outcomes: dict[int, Outcome | None],
+) -> dict[str, Any]:
     summary = dict.fromkeys(("questions", "answers", "attachments", "actions", "buttons", "errors"), 0)
     report = []
     missing = Outcome(
@@ -907,6 +969,9 @@ def _send_report(bucket: _Bucket, outcomes: dict[tuple[int, int], Outcome | None
     for index, code in enumerate(bucket.types):
         item_type = ITEM_TYPES[code]
         outcome = outcomes.get(bucket.segment_of(index)) or missing
+        files = file_outcomes.get(index)
+        if outcome.delivered and files is not None and not files.delivered:
+            outcome = files  # the item's text arrived but its files did not (yet)
         entry: dict[str, Any] = {"index": index, "type": item_type, "timestamp": _iso(bucket.stamps[index])}
         if outcome.delivered:
             entry.update(success=True, response=outcome.response)

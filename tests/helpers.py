@@ -13,3 +13,12 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def run_in_threads(function: Callable[[int], object], count: int) -> list[object]:
+    """Run ``function(0..count-1)`` on parallel threads; an assertion failing in any thread fails the test."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        futures = [pool.submit(function, n) for n in range(count)]
+        return [f.result(timeout=120) for f in futures]

@@ -7,6 +7,7 @@ import base64
 import logging
 import random
 import threading
+import time
 
 import pytest
 import requests
@@ -15,9 +16,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentsight_otel import AgentSightSpanExporter, ConversationTracker
-from agentsight_otel.localserver import LocalServer
+from agentsight_otel.localserver import Faults, LocalServer
 
-from .helpers import wait_until
+from .helpers import run_in_threads, wait_until
 
 
 def _expected_item(kind, rng, n):
@@ -138,11 +139,7 @@ def test_concurrent_threads_keep_conversations_apart(tracker, api):
             result = tracker.send_tracked_data()
             assert result["summary"]["errors"] == 0
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(2)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_in_threads(worker, 2)
     for n in range(2):
         transcript = api.transcript(f"th-{n}")
         assert transcript["conversation"]["customer_id"] == f"cust-{n}"
@@ -323,3 +320,78 @@ def test_send_report_has_the_legacy_shape(tracker, items):
     assert result["items"][0]["type"] == "conversation"
     assert all({"index", "type", "timestamp", "success", "response"} <= set(i) for i in result["items"])
     assert result["summary"]["questions"] == items
+
+
+def test_tracking_never_waits_for_another_threads_send(server):
+    server.set_faults(Faults(latency=1.0))  # every send takes a second
+    slow = ConversationTracker()
+    slow.configure(api_key=server.api_key, endpoint=server.url)
+    slow.track_human_message("sent slowly", conversation_id="slow-1")
+    sender = threading.Thread(target=slow.send_tracked_data, kwargs={"conversation_id": "slow-1"})
+    sender.start()
+    wait_until(lambda: slow.get_tracked_data_summary(conversation_id="slow-1")["summary"]["total"] == 0)
+    started = time.monotonic()
+    for i in range(50):
+        slow.track_agent_message(f"meanwhile {i}", conversation_id="other-1")
+    assert time.monotonic() - started < 0.5
+    sender.join(10)
+    slow.shutdown()
+
+
+def test_an_app_provider_with_a_low_event_limit_loses_nothing(server):
+    from opentelemetry.sdk.trace import SpanLimits
+
+    provider = TracerProvider(span_limits=SpanLimits(max_events=50))
+    provider.add_span_processor(BatchSpanProcessor(AgentSightSpanExporter(api_key=server.api_key, endpoint=server.url)))
+    t = ConversationTracker()
+    t.configure(tracer_provider=provider)
+    for i in range(120):
+        t.track_human_message(f"q{i}", conversation_id="limit-50")
+    assert t.send_tracked_data(conversation_id="limit-50")["summary"]["questions"] == 120
+    assert [i["content"] for i in server.transcript("limit-50")["items"]] == [f"q{i}" for i in range(120)]
+    provider.shutdown()
+
+
+def test_a_failed_upload_fails_only_the_item_with_files(server):
+    server.set_faults(Faults(status_rates={400: 1.0}, paths=("/api/attachments/",)))
+    t = ConversationTracker()
+    t.configure(api_key=server.api_key, endpoint=server.url)
+    t.track_human_message("hello", conversation_id="up-1")
+    t.track_attachments([{"filename": "a.txt", "mime_type": "text/plain", "data": "aGk="}], conversation_id="up-1")
+    t.track_agent_message(
+        "with a file",
+        conversation_id="up-1",
+        attachments=[{"filename": "b.txt", "mime_type": "text/plain", "data": "aGk="}],
+    )
+    report = t.send_tracked_data(conversation_id="up-1")
+    assert [(i["type"], i["success"]) for i in report["items"]] == [
+        ("question", True),
+        ("attachments", False),
+        ("answer", False),
+    ]
+    assert "attachment upload refused" in report["items"][1]["error"]
+    assert [i["type"] for i in server.transcript("up-1")["items"]] == [
+        "message",
+        "attachments",
+        "message",
+        "attachments",
+    ]
+    t.shutdown()
+
+
+def test_files_with_the_same_bytes_under_two_names_are_both_uploaded(tracker, server):
+    same = [{"filename": name, "mime_type": "text/plain", "data": "c2FtZQ=="} for name in ("a.txt", "b.txt")]
+    tracker.track_attachments(same, conversation_id="twins")
+    tracker.send_tracked_data(conversation_id="twins")
+    assert sorted(name for name, _ in server.attachment_bytes("twins")) == ["a.txt", "b.txt"]
+
+
+def test_conversation_fields_survive_later_sends(tracker, server):
+    tracker.get_or_create_conversation("fields-1", environment="production", name="Kept", customer_id="c-1")
+    tracker.track_human_message("first")
+    tracker.send_tracked_data()
+    tracker.track_human_message("second")
+    tracker.send_tracked_data()
+    conv = server.transcript("fields-1")["conversation"]
+    assert (conv["environment"], conv["name"], conv["customer_id"]) == ("production", "Kept", "c-1")
+    assert [i["content"] for i in server.transcript("fields-1")["items"]] == ["first", "second"]

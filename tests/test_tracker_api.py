@@ -21,6 +21,8 @@ from agentsight_otel.errors import (
     NoDataToSendException,
 )
 
+from .helpers import run_in_threads
+
 B64 = "aGVsbG8="  # "hello"
 
 
@@ -238,11 +240,7 @@ def test_conversation_scopes_are_per_thread(t):
                 t.track_human_message(f"t{n}-{i}")
             assert t.get_conversation_id() == f"thread-{n}"
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_in_threads(worker, 4)
     for n in range(4):
         items = t.get_tracked_data_summary(conversation_id=f"thread-{n}")["items"]
         assert [i["data"]["content"] for i in items] == [f"t{n}-{i}" for i in range(20)]
@@ -295,3 +293,80 @@ def test_attachment_sender_given_a_conversation_id_by_mistake_is_refused(t):
     with pytest.raises(InvalidConversationDataException, match="conversation_id="):
         t.track_attachments(files, "conv_123")
     assert t.get_tracked_data_summary()["summary"]["total"] == 0
+
+
+@pytest.mark.parametrize("falsy", [0, False])
+def test_zero_and_false_fail_the_legacy_blank_rule(t, falsy):
+    t.get_or_create_conversation("c")
+    with pytest.raises(InvalidQuestionDataException):
+        t.track_human_message(falsy)
+    with pytest.raises(InvalidAnswerDataException):
+        t.track_agent_message(falsy)
+    with pytest.raises(InvalidConversationDataException):
+        t.track_action(falsy)
+    with pytest.raises(InvalidConversationDataException):
+        t.track_button(falsy, "l", "v")
+    assert _total(t) == 1
+    t.track_human_message(123)  # a non-zero number is text, as before
+    assert t.get_tracked_data_summary()["items"][-1]["data"]["content"] == "123"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1e15, -0.5])
+def test_durations_that_cannot_be_real_are_refused(t, bad):
+    t.get_or_create_conversation("c")
+    with pytest.raises(InvalidConversationDataException, match="duration_ms"):
+        t.track_action("a", duration_ms=bad)
+    assert _total(t) == 1
+
+
+def test_conversation_ids_longer_than_agentsight_stores_are_refused(t):
+    with pytest.raises(InvalidConversationDataException, match="255"):
+        t.get_or_create_conversation("c" * 256)
+    t.get_or_create_conversation("c" * 255)
+
+
+def test_blank_optional_fields_are_treated_as_unset(t):
+    t.get_or_create_conversation("c", name="", device="   ", customer_id="")
+    data = t.get_tracked_data_summary()["items"][0]["data"]
+    assert data["name"] is None and data["device"] is None and data["customer_id"] is None
+
+
+def test_changing_conversation_inside_a_child_task_does_not_move_the_parent(t):
+    async def child():
+        t.get_or_create_conversation("child")
+        t.track_human_message("from child")
+
+    async def main():
+        with t.conversation("parent"):
+            t.track_human_message("from parent")
+            await asyncio.create_task(child())
+            t.track_human_message("from parent, after child ran")
+            return t.get_conversation_id()
+
+    assert asyncio.run(main()) == "parent"
+    parent = [i["data"].get("content") for i in t.get_tracked_data_summary(conversation_id="parent")["items"]]
+    assert parent == ["from parent", "from parent, after child ran"]
+
+
+def test_environment_comes_from_the_call_then_configuration_then_environment_variable(t, monkeypatch):
+    monkeypatch.setenv("AGENTSIGHT_ENVIRONMENT", "prod")
+    t.get_or_create_conversation("from-env")
+    t.get_or_create_conversation("explicit", environment="development")
+    summary = lambda cid: t.get_tracked_data_summary(conversation_id=cid)["items"][0]["data"]  # noqa: E731
+    assert summary("from-env")["environment"] == "production"
+    assert summary("explicit")["environment"] == "development"
+    t.configure(environment="staging")
+    t.get_or_create_conversation("configured")
+    assert summary("configured")["environment"] == "staging"
+
+
+def test_legacy_configure_keywords_are_accepted(t, caplog):
+    t.configure(app_url="https://app.example.invalid", token_handler="llamaindex")
+    assert "token_handler is not supported" in caplog.text
+
+
+def test_a_key_pasted_into_the_endpoint_is_not_echoed(t):
+    key = "ags_1a2b3c4d5e6f7890abcdef1234567890_a1b2c3"
+    with pytest.raises(ValueError) as err:
+        t.configure(endpoint=key)
+    assert key not in str(err.value)
