@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
+from .spool import Spool
 from .version import __version__
 
 
@@ -51,6 +55,82 @@ def _serve(args: argparse.Namespace) -> int:
         on_ready=banner,
     )
     return 0
+
+
+def _open_spools(args: argparse.Namespace) -> list[Spool]:
+    from .config import resolve_settings
+    from .spool import default_spool_dir, spool_path
+
+    directory = Path(args.dir or os.environ.get("AGENTSIGHT_SPOOL_DIR") or default_spool_dir())
+    if args.endpoint:
+        paths = [spool_path(directory, args.endpoint.rstrip("/"))]
+    elif args.action in ("status", "dead"):
+        paths = sorted(directory.glob("spool-*.db"))
+    else:
+        paths = [spool_path(directory, resolve_settings(api_key=None).endpoint)]
+    return [Spool(p) for p in paths if p.exists()]
+
+
+def _age(seconds_since_epoch: float | None) -> str:
+    if seconds_since_epoch is None:
+        return "-"
+    age = max(time.time() - seconds_since_epoch, 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if age >= size:
+            return f"{age / size:.1f}{unit} ago"
+    return f"{age:.0f}s ago"
+
+
+def _spool_cmd(args: argparse.Namespace) -> int:
+    spools = _open_spools(args)
+    if not spools:
+        print("No spool found: nothing is waiting.")
+        return 0
+    for spool in spools:
+        stats = spool.stats()
+        print(f"{spool.path}  (endpoint: {spool.endpoint or 'unknown'})")
+        if args.action == "status":
+            print(
+                f"  waiting:    {stats.entries} entr{'y' if stats.entries == 1 else 'ies'}, {stats.bytes} bytes, "
+                f"{stats.conversations} conversation(s), oldest {_age(stats.oldest)}"
+            )
+            print(f"  last error: {stats.last_error or '-'}")
+            print(f"  refused:    {stats.dead} dead letter(s), {stats.dead_bytes} bytes")
+            print(f"  dropped:    {stats.dropped_entries} entr(ies), {stats.dropped_bytes} bytes (spool was full)")
+        elif args.action == "dead":
+            for dead in spool.dead_letters(limit=args.limit):
+                print(
+                    f"  #{dead.id} {dead.kind} conversation={dead.conversation_id} status={dead.status} "
+                    f"{dead.size}B: {dead.reason}"
+                )
+        elif args.action == "requeue":
+            print(f"  moved {spool.requeue_dead()} dead letter(s) back into the queue")
+        elif args.action == "discard":
+            if not args.yes:
+                print("  refusing to delete without --yes")
+                return 2
+            print(f"  deleted {spool.discard(dead=args.dead)} {'dead letter' if args.dead else 'entr'}(ies)")
+        elif args.action == "replay":
+            return _replay(spool, args.timeout)
+    return 0
+
+
+def _replay(spool: Spool, timeout: float) -> int:
+    from .exporter import AgentSightSpanExporter
+
+    exporter = AgentSightSpanExporter(endpoint=spool.endpoint) if spool.endpoint else AgentSightSpanExporter()
+    if exporter.spool is None:
+        print("  cannot replay: set AGENTSIGHT_API_KEY (and AGENTSIGHT_API_ENDPOINT) first")
+        return 2
+    before = spool.stats().entries
+    done = exporter.force_flush(int(timeout * 1000))
+    left = spool.stats()
+    print(
+        f"  replayed {before - left.entries} of {before} entr(ies); {left.entries} still waiting"
+        + ("" if done else f" (last error: {left.last_error})")
+    )
+    exporter.shutdown()
+    return 0 if done else 1
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -130,6 +210,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     chaos.add_argument("--fault-seed", type=int, metavar="N", help="seed the fault randomness for a reproducible run")
     serve.set_defaults(func=_serve)
+
+    spool = commands.add_parser("spool", help="show, replay or discard what waits to be delivered")
+    spool.add_argument(
+        "action",
+        nargs="?",
+        default="status",
+        choices=("status", "dead", "replay", "requeue", "discard"),
+        help="status (default), dead (list refused data), replay (send now), requeue (retry refused data), "
+        "discard (delete; needs --yes)",
+    )
+    spool.add_argument(
+        "--dir", help="spool directory (default: AGENTSIGHT_SPOOL_DIR or ~/.local/state/agentsight-otel)"
+    )
+    spool.add_argument("--endpoint", help="the AgentSight endpoint whose spool to use (default: all, or configured)")
+    spool.add_argument("--dead", action="store_true", help="with discard: delete the dead letters instead")
+    spool.add_argument("--yes", action="store_true", help="with discard: really delete")
+    spool.add_argument("--limit", type=int, default=50, help="with dead: how many to list (default 50)")
+    spool.add_argument("--timeout", type=float, default=30.0, help="with replay: seconds to try (default 30)")
+    spool.set_defaults(func=_spool_cmd)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -32,6 +32,7 @@ logger = logging.getLogger("agentsight_otel")
 
 INGEST_PATH = "/api/ingest/"
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+MIN_REQUEST_BYTES = 4 * 1024
 REPLAY_IDLE_POLL_S = 10.0
 REPLAY_MAX_BACKOFF_S = 60.0
 _PREFIX = b'{"sdk":' + dumps({"name": SDK_NAME, "version": __version__}) + b',"conversations":['
@@ -217,7 +218,7 @@ class Delivery:
 
     # -- sending -------------------------------------------------------------------------------------------
 
-    def _send(self, units: list[Unit], deadline: float, result: _Result) -> None:
+    def _send(self, units: list[Unit], deadline: float | None, result: _Result) -> None:
         ingest = [u for u in units if u.kind == KIND_INGEST]
         uploads = [u for u in units if u.kind == KIND_ATTACHMENTS]
         for group in self._pack(ingest, result):
@@ -273,10 +274,11 @@ class Delivery:
             for part, entry_id in zip(parts, ids):
                 part.entry_id = entry_id
 
-    def _send_group(self, group: list[Unit], deadline: float, result: _Result) -> None:
+    def _send_group(self, group: list[Unit], deadline: float | None, result: _Result) -> None:
         if not group:
             return
-        reply = self._transport.post_body(INGEST_PATH, ingest_body(group), deadline=deadline, allow_gzip=True)
+        body = ingest_body(group)
+        reply = self._transport.post_body(INGEST_PATH, body, deadline=self._deadline(deadline), allow_gzip=True)
         self.stats.requests += 1
         self.stats.retries += max(reply.attempts - 1, 0)
         if reply.ok:
@@ -305,6 +307,8 @@ class Delivery:
             return
         if status == 413:
             self.stats.splits += 1
+            # Learn the server's limit, so later requests are packed small enough from the start.
+            self.max_request_bytes = max(min(self.max_request_bytes, len(body) // 2), MIN_REQUEST_BYTES)
             if len(group) > 1:
                 middle = len(group) // 2
                 self._send_group(group[:middle], deadline, result)
@@ -324,6 +328,10 @@ class Delivery:
             return
         self._bury(group, status, reply.describe(), result)
 
+    def _deadline(self, deadline: float | None) -> float:
+        """The live path shares one deadline per export; replay gives each request its own timeout."""
+        return deadline if deadline is not None else time.monotonic() + self._timeout
+
     def _merge_parts(self, whole: Unit, parts: list[Unit], result: _Result) -> None:
         outcomes = [result.outcomes.get(id(p)) for p in parts]
         delivered = all(o is not None and o.delivered for o in outcomes)
@@ -331,18 +339,21 @@ class Delivery:
         spooled = any(o is not None and o.spooled for o in outcomes)
         result.outcomes[id(whole)] = Outcome(delivered, first_error, None, spooled)
 
-    def _upload(self, unit: Unit, deadline: float, result: _Result) -> None:
+    def _upload(self, unit: Unit, deadline: float | None, result: _Result) -> None:
         """An attachment upload: look up the conversation's pk, then POST the files."""
         doc = loads(unit.body)
         lookup = self._transport.request(
-            "GET", "/api/conversations/lookup/", params={"conversation_id": unit.conversation_id}, deadline=deadline
+            "GET",
+            "/api/conversations/lookup/",
+            params={"conversation_id": unit.conversation_id},
+            deadline=self._deadline(deadline),
         )
         reply = lookup
         pk = lookup.body.get("id") if lookup.ok and isinstance(lookup.body, dict) else None
         if pk is not None:
             doc["conversation"] = str(pk)
             doc.pop("conversation_id", None)
-            reply = self._transport.post_json("/api/attachments/", doc, deadline=deadline)
+            reply = self._transport.post_json("/api/attachments/", doc, deadline=self._deadline(deadline))
         self.stats.requests += 1
         if reply.ok:
             self._delivered([unit], reply, result)
@@ -366,7 +377,10 @@ class Delivery:
             result.outcomes[id(u)] = Outcome(True, None, reply.body)
 
     def _transient(self, units: list[Unit], reply: Reply, result: _Result) -> None:
-        self._outage = True
+        # Unreachable, still failing after retries, or a rejected key: stop trying on the caller's thread until
+        # the replayer gets through. A lone 500 only sends this data to the spool.
+        if reply.status is None or reply.status in RETRYABLE_STATUSES or reply.status in (401, 403):
+            self._outage = True
         message = self._describe(reply)
         replayed = [u for u in units if u.entry_id is not None]
         if replayed and self._spool is not None:
@@ -422,11 +436,11 @@ class Delivery:
 
     # -- replay --------------------------------------------------------------------------------------------
 
-    def replay_once(self, deadline: float) -> bool | None:
+    def replay_once(self) -> bool | None:
         """One replay round: the oldest spooled entries, sent under the same policy.
 
-        Returns ``None`` when the spool had nothing ready, ``True`` when the round got everything it took
-        accepted (or dead-lettered), ``False`` when something is still waiting.
+        Returns ``None`` when the spool had nothing ready, ``True`` when the round made progress (something
+        was accepted or dead-lettered), ``False`` when nothing got through.
         """
         if self._spool is None:
             return None
@@ -437,13 +451,13 @@ class Delivery:
             self.stats.replay_rounds += 1
             units = [Unit(e.conversation_id, e.body, e.kind, (), e.id) for e in entries]
             result = _Result()
-            self._send(units, deadline, result)
-            return all(o.delivered or not o.spooled for o in result.outcomes.values())
+            self._send(units, None, result)
+            return any(o.delivered or not o.spooled for o in result.outcomes.values())
 
     def drain(self, deadline: float) -> bool:
         """Replay until the spool is empty or the deadline passes; True when nothing is left."""
         while time.monotonic() < deadline and not self._stop.is_set():
-            outcome = self.replay_once(deadline)
+            outcome = self.replay_once()
             if outcome is None:
                 return self._spool is None or not self._spool.has_entries()
             if outcome is False:
@@ -454,7 +468,7 @@ class Delivery:
         failures = 0
         while not self._stop.is_set():
             try:
-                outcome = self.replay_once(time.monotonic() + self._timeout)
+                outcome = self.replay_once()
             except Exception:  # noqa: BLE001 - the replayer must survive anything and try again later
                 logger.debug("spool replay round failed", exc_info=True)
                 outcome = False

@@ -59,6 +59,18 @@ CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+def _alive(owner: str | None) -> bool:
+    """Whether the process holding a lease still runs; a killed process's leases are void at once."""
+    try:
+        pid = int(str(owner).split("-", 1)[0])
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, PermissionError, OSError):
+        return True  # not ours to judge (another user's process, or an unreadable owner): respect the lease
+    return True
+
+
 def default_spool_dir() -> Path:
     """``$XDG_STATE_HOME/agentsight-otel``, else ``~/.local/state/agentsight-otel``."""
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
@@ -235,7 +247,7 @@ class Spool:
                 for entry_id, kind, cid, body, attempts, created, owner, until in rows.fetchall():
                     if cid in blocked:
                         continue
-                    if until > now and owner != self._owner:
+                    if until > now and owner != self._owner and _alive(owner):
                         blocked.add(cid)
                         continue
                     if claimed and total + len(body) > max_bytes:
