@@ -277,9 +277,10 @@ class AgentSightSpanExporter(SpanExporter):
             if not self._shutdown.is_set():
                 self._delivery.start_replayer()
 
-    def _at_exit(self) -> None:
+    def begin_exit(self) -> None:
         """From here on, all exports share the exit budget; what they cannot deliver in it stays in the spool."""
-        self._exit_deadline = time.monotonic() + self._settings.exit_timeout
+        if self._exit_deadline is None:
+            self._exit_deadline = time.monotonic() + self._settings.exit_timeout
 
 
 _live_exporters: weakref.WeakSet[AgentSightSpanExporter] = weakref.WeakSet()
@@ -303,7 +304,7 @@ def _after_fork_in_child() -> None:
 
 def _at_exit() -> None:
     for exporter in list(_live_exporters):
-        exporter._at_exit()
+        exporter.begin_exit()
 
 
 __all__ = ["AgentSightSpanExporter"]

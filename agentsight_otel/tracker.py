@@ -324,7 +324,7 @@ class ConversationTracker:
                     self._provider = provider
                     self._own_provider = True
                 if not self._atexit_registered:
-                    atexit.register(self.shutdown)
+                    atexit.register(self._at_exit)
                     self._atexit_registered = True
                 self._tracer = self._provider.get_tracer("agentsight_otel", __version__)
             return self._tracer
@@ -869,6 +869,14 @@ class ConversationTracker:
         if self._processor is not None:
             self._processor.force_flush(int((timeout or 30) * 1000))
         self._flush_foreign(timeout)
+
+    def _at_exit(self) -> None:
+        """At interpreter exit: exports share the exporter's short exit budget; the rest stays in the spool."""
+        try:
+            self._exporter_for_export().begin_exit()
+        except Exception:  # noqa: BLE001 - runs at exit; must not raise
+            logger.debug("could not prepare the exporter for exit", exc_info=True)
+        self.shutdown()
 
     def shutdown(self) -> None:
         """Send what is pending (what cannot be delivered stays in the spool) and release the own pipeline.

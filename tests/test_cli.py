@@ -49,3 +49,27 @@ def test_serve_answers_on_loopback_and_prints_how_to_connect(tmp_path):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
     assert db.exists()
+
+
+def test_spool_command_shows_lists_requeues_and_discards(tmp_path):
+    from agentsight_otel.spool import KIND_INGEST, Spool, spool_path
+
+    endpoint = "http://127.0.0.1:9"
+    spool = Spool(spool_path(tmp_path, endpoint), endpoint=endpoint)
+    spool.put(KIND_INGEST, "waiting-1", b'{"conversation_id": "waiting-1"}', "HTTP 503: down")
+    spool.bury(KIND_INGEST, "refused-1", b"{}", 400, "environment: unknown slug")
+
+    def spool_cli(*args):
+        return subprocess.run(
+            CLI + ["spool", *args, "--dir", str(tmp_path)], capture_output=True, text=True, timeout=60, env=_env()
+        )
+
+    status = spool_cli().stdout
+    assert "endpoint: http://127.0.0.1:9" in status and "waiting:    1 entry" in status
+    assert "last error: HTTP 503: down" in status and "refused:    1 dead letter" in status
+    dead = spool_cli("dead").stdout
+    assert "refused-1" in dead and "status=400" in dead and "environment: unknown slug" in dead
+    assert spool_cli("discard", "--endpoint", endpoint).returncode == 2  # needs --yes
+    assert "moved 1 dead letter" in spool_cli("requeue", "--endpoint", endpoint).stdout
+    assert "deleted 2" in spool_cli("discard", "--yes", "--endpoint", endpoint).stdout
+    assert spool.stats().entries == 0 and spool.stats().dead == 0

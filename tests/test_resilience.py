@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 from agentsight_otel import ConversationTracker
 from agentsight_otel.localserver import Faults, LocalServer, generate_api_key
@@ -181,3 +182,65 @@ def test_the_api_key_appears_nowhere_in_a_failing_runs_output(tmp_path):
     assert out.returncode == 0, everything
     assert "rejected the API key" in everything and "HTTP 403" in everything  # the failure is explained
     assert key not in everything and key[4:36] not in everything
+
+
+def test_at_exit_pending_data_is_sent_in_bounded_time_or_left_in_the_spool(tmp_path):
+    key = generate_api_key()
+    with LocalServer(api_keys=[key], faults=Faults(latency=30.0)) as server:  # a server that hangs
+        env = dict(
+            os.environ,
+            AGENTSIGHT_API_KEY=key,
+            AGENTSIGHT_API_ENDPOINT=server.url,
+            AGENTSIGHT_SPOOL_DIR=str(tmp_path / "spool"),
+            AGENTSIGHT_EXIT_TIMEOUT="1",
+            AGENTSIGHT_TIMEOUT="20",
+        )
+        script = textwrap.dedent("""
+            from agentsight_otel import tracker
+            for c in range(3):
+                for i in range(5):
+                    tracker.track_human_message(f"exit-{c} message {i}", conversation_id=f"exit-{c}")
+            print("tracked, exiting without sending", flush=True)
+        """)
+        started = time.monotonic()
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+        took = time.monotonic() - started
+        assert out.returncode == 0, out.stderr
+        assert took < 8, f"exit took {took:.1f}s"
+        server.set_faults(None)
+        replay = subprocess.run(
+            [sys.executable, "-m", "agentsight_otel.cli", "spool", "replay"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert replay.returncode == 0, replay.stdout + replay.stderr
+        for c in range(3):
+            assert [i["content"] for i in server.transcript(f"exit-{c}")["items"]] == [
+                f"exit-{c} message {i}" for i in range(5)
+            ]
+
+
+SEGMENTS = 16
+
+
+def test_a_full_tracker_queue_spills_to_the_spool_instead_of_dropping(server):
+    server.set_faults(Faults(latency=1.0))  # the network drains slower than the program tracks
+    t = ConversationTracker()
+    t.configure(api_key=server.api_key, endpoint=server.url)
+    for i in range(
+        SEGMENTS * 512 * 8
+    ):  # many rolled-over segments across 8 conversations, far more than the queue holds
+        t.track_human_message(f"m{i}", conversation_id=f"spill-{i % 8}")
+    exporter = t._exporter_for_export()
+    assert t._processor is not None and len(t._processor._queue) <= 64
+    server.set_faults(None)
+    reports = [t.send_tracked_data(conversation_id=f"spill-{c}") for c in range(8)]
+    assert all(len(r["items"]) == SEGMENTS * 512 for r in reports)
+    wait_until(lambda: exporter.spool.stats().entries == 0, timeout=120, interval=0.2)
+    for c in range(8):
+        contents = [i["content"] for i in server.transcript(f"spill-{c}")["items"]]
+        assert contents == [f"m{i}" for i in range(c, SEGMENTS * 512 * 8, 8)]
+    assert exporter.stats()["spooled"] > 0  # the queue did overflow, and nothing was lost
+    t.shutdown()
