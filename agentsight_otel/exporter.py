@@ -21,7 +21,7 @@ from .config import UNSET, Settings, apply_log_level, resolve_settings
 from .delivery import Delivery, DeliveryStats, Unit
 from .jsondoc import dumps, parse_document
 from .outcomes import Outcome, OutcomeLedger, ledger
-from .readers import read_spans
+from .readers import SpanReader
 from .records import Attachments, ConversationBatch
 from .spool import KIND_ATTACHMENTS, Spool, spool_path
 from .transport import Transport
@@ -79,6 +79,8 @@ class AgentSightSpanExporter(SpanExporter):
             self._settings = Settings()
         apply_log_level(self._settings.log_level)
         self._rules = BlockRules(self._settings.environment)
+        self._reader = SpanReader()
+        self._hold_timer: threading.Timer | None = None
         self._attachments = attachment_store or pending_attachments
         self._ledger = outcome_ledger or ledger
         self._shutdown = threading.Event()
@@ -145,11 +147,17 @@ class AgentSightSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
 
     def shutdown(self, timeout_millis: float = 30_000) -> None:
-        """Stop the replayer and interrupt any backoff wait; idempotent. Undelivered data stays spooled."""
+        """Ship spans still waiting for their conversation id, stop the replayer and interrupt any backoff wait.
+
+        Idempotent. Undelivered data stays in the spool.
+        """
         if self._shutdown.is_set():
             logger.warning("AgentSight exporter shutdown called more than once")
             return
+        self._release_held()
         self._shutdown.set()
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
         if self._delivery is not None:
             self._delivery.stop(timeout=min(0.5, timeout_millis / 1000))
         if self._transport is not None:
@@ -159,6 +167,7 @@ class AgentSightSpanExporter(SpanExporter):
         """Replay what waits in the spool, within the timeout; True when nothing is left waiting."""
         if self._shutdown.is_set():
             return False
+        self._release_held()
         if self._delivery is None:
             return True
         deadline = time.monotonic() + max(timeout_millis, 0) / 1000
@@ -166,7 +175,8 @@ class AgentSightSpanExporter(SpanExporter):
 
     def spool_spans(self, spans: Sequence[ReadableSpan], reason: str) -> None:
         """Encode spans and put them straight into the spool, without touching the network (a full queue)."""
-        batches = group_by_conversation(read_spans(spans))
+        with self._lock:
+            batches = group_by_conversation(self._reader.read(spans))
         if not batches:
             return
         if self._delivery is None:
@@ -178,8 +188,9 @@ class AgentSightSpanExporter(SpanExporter):
 
     # -- stages ---------------------------------------------------------------------------------------------
 
-    def _export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        batches = group_by_conversation(read_spans(spans))
+    def _export(self, spans: Sequence[ReadableSpan], *, release_all: bool = False) -> SpanExportResult:
+        batches = group_by_conversation(self._reader.read(spans, release_all=release_all))
+        self._schedule_release()
         if not batches:
             return SpanExportResult.SUCCESS
         if self._delivery is None or self._transport is None:
@@ -199,6 +210,33 @@ class AgentSightSpanExporter(SpanExporter):
         self._record_outcomes(units, owners, outcomes)
         delivered = all(outcomes.get(id(u), Outcome(False)).delivered for u in units)
         return SpanExportResult.SUCCESS if delivered else SpanExportResult.FAILURE
+
+    def _release_held(self) -> None:
+        """Ship the spans held for their trace's conversation id now (timer, flush or shutdown)."""
+        if self._reader.holding and not self._shutdown.is_set():
+            try:
+                with self._lock:
+                    self._export([], release_all=True)
+            except Exception:  # noqa: BLE001 - runs on a timer thread or at shutdown
+                logger.exception("AgentSight export of held spans failed")
+
+    def _schedule_release(self) -> None:
+        """Held traces must not wait for the next export call: release them when their hold time is up."""
+        due = self._reader.next_release()
+        if due is None or (self._hold_timer is not None and self._hold_timer.is_alive()):
+            return
+        self._hold_timer = threading.Timer(max(due - time.monotonic(), 0) + 0.05, self._release_expired)
+        self._hold_timer.daemon = True
+        self._hold_timer.start()
+
+    def _release_expired(self) -> None:
+        if self._shutdown.is_set():
+            return
+        try:
+            with self._lock:
+                self._export([])
+        except Exception:  # noqa: BLE001
+            logger.exception("AgentSight export of held spans failed")
 
     def _units(self, batches: list[ConversationBatch]) -> tuple[list[Unit], dict[int, ConversationBatch]]:
         """Ingest blocks, then the attachment uploads whose bytes this process holds."""

@@ -109,7 +109,16 @@ class ConversationOpened:
     is_used: bool
 
 
-Record = Union[Message, Action, Button, Attachments, TokenUsage, ConversationOpened]
+@dataclass(frozen=True)
+class RawSpan:
+    """A span that is already in AgentSight's shape (agentsight 0.1.x kinds), passed through as a wire span dict."""
+
+    key: RecordKey
+    timestamp_ns: int
+    span: dict  # the wire span dict, built from the source span by :func:`agentsight_otel.wire.span_dict`
+
+
+Record = Union[Message, Action, Button, Attachments, TokenUsage, ConversationOpened, RawSpan]
 
 
 @dataclass(frozen=True)

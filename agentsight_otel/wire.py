@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -27,6 +27,7 @@ from .records import (
     ConversationBatch,
     ConversationOpened,
     Message,
+    RawSpan,
     Record,
     RecordKey,
     TokenUsage,
@@ -58,6 +59,76 @@ def iso_time(ns: int | None) -> str | None:
         return None
     seconds, micros = divmod(ns // 1000, 1_000_000)
     return datetime.fromtimestamp(seconds, timezone.utc).replace(microsecond=micros).isoformat(timespec="microseconds")
+
+
+_TEXT_ATTRIBUTES = (sc.TOOL_RESPONSE, sc.TOOL_ERROR)
+
+
+def _plain(value: Any) -> Any:
+    """An attribute value as JSON: tuples become lists, mappings are copied."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def span_dict(span: Any) -> dict[str, Any]:
+    """A finished OpenTelemetry span as an AgentSight wire span, unchanged but for the text limits."""
+    ctx = span.context
+    attrs = {k: _plain(v) for k, v in (span.attributes or {}).items()}
+    for name in _TEXT_ATTRIBUTES:
+        if isinstance(attrs.get(name), str):
+            attrs[name] = clamp_text(attrs[name])
+    events = []
+    for event in span.events:
+        event_attrs = {k: _plain(v) for k, v in (event.attributes or {}).items()}
+        if isinstance(event_attrs.get(sc.MESSAGE_CONTENT), str):
+            event_attrs[sc.MESSAGE_CONTENT] = clamp_text(event_attrs[sc.MESSAGE_CONTENT])
+        events.append({"name": event.name, "timestamp": iso_time(event.timestamp), "attributes": event_attrs})
+    start, end = span.start_time or 0, span.end_time or 0
+    parent = span.parent
+    scope = span.instrumentation_scope
+    resource = span.resource.attributes if span.resource is not None else {}
+    return {
+        "span_id": f"{ctx.span_id:016x}",
+        "trace_id": f"{ctx.trace_id:032x}",
+        "parent_span_id": f"{parent.span_id:016x}" if parent is not None else None,
+        "kind": str(attrs.get(sc.SPAN_KIND) or "unknown"),
+        "name": span.name[:MAX_FIELD],
+        "started_at": iso_time(start),
+        "ended_at": iso_time(end),
+        "duration_ms": round((end - start) / 1e6, 3) if start and end else None,
+        "status": span.status.status_code.name.lower(),
+        "attributes": attrs,
+        "events": events,
+        "otel": {
+            "span_kind": span.kind.name,
+            "trace_flags": int(ctx.trace_flags),
+            "trace_state": ctx.trace_state.to_header() if ctx.trace_state else None,
+            "is_remote": bool(ctx.is_remote),
+            "status_description": span.status.description,
+            "links": [
+                {
+                    "trace_id": f"{link.context.trace_id:032x}",
+                    "span_id": f"{link.context.span_id:016x}",
+                    "attributes": {k: _plain(v) for k, v in (link.attributes or {}).items()},
+                }
+                for link in span.links
+            ],
+            "resource": {k: _plain(v) for k, v in resource.items()},
+            "dropped": {
+                "attributes": span.dropped_attributes,
+                "events": span.dropped_events,
+                "links": span.dropped_links,
+            },
+            "scope": (
+                {"name": scope.name, "version": scope.version, "schema_url": scope.schema_url or None}
+                if scope is not None
+                else None
+            ),
+        },
+    }
 
 
 @dataclass(frozen=True)
@@ -351,6 +422,11 @@ def encode_block(batch: ConversationBatch, rules: BlockRules) -> Block:
     turns: list[_Turn] = []
     turn: _Turn | None = None
     for record in batch.records:
+        if isinstance(record, RawSpan):
+            raw = dict(record.span)
+            raw["attributes"] = {**raw["attributes"], **builder.conversation_attrs}  # the block's checked values
+            spans.append(raw)
+            continue
         if isinstance(record, Message):
             if turn is None or record.sender == "end_user":
                 turn = _Turn(record)

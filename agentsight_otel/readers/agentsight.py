@@ -15,11 +15,12 @@ from ..records import (
     Conversation,
     ConversationOpened,
     Message,
+    RawSpan,
     Record,
     RecordKey,
-    SpanRecords,
     TokenUsage,
 )
+from ..wire import span_dict
 
 
 def _str(attrs: Mapping[str, Any], name: str) -> str | None:
@@ -141,13 +142,23 @@ _EVENT_READERS: dict[str, Callable[[RecordKey, int, Mapping[str, Any]], Record |
 }
 
 
-def read_span(span: ReadableSpan) -> SpanRecords | None:
-    """Records from a tracker span's events, or ``None`` if the span has no AgentSight conversation."""
-    attrs = span.attributes or {}
-    conversation = conversation_from(attrs)
-    if conversation is None or span.context is None:
-        return None
+PASSTHROUGH_KINDS = frozenset(
+    {sc.KIND_TURN, sc.KIND_TOOL, sc.KIND_TASK, sc.KIND_LLM, sc.KIND_BUTTON, sc.KIND_ATTACHMENT, sc.KIND_CONVERSATION}
+)
+
+
+def is_agentsight(attrs: Mapping[str, Any]) -> bool:
+    """Spans stamped with an AgentSight conversation: the tracker's, and agentsight 0.1.x's."""
+    return sc.CONVERSATION_ID in attrs
+
+
+def read_records(span: ReadableSpan, attrs: Mapping[str, Any]) -> tuple[Record, ...]:
+    """The tracker's events as records, or an agentsight 0.1.x span passed through as it is."""
+    if span.context is None:
+        return ()
     trace_id, span_id = span.context.trace_id, span.context.span_id
+    if attrs.get(sc.SPAN_KIND) in PASSTHROUGH_KINDS:
+        return (RawSpan(RecordKey(trace_id, span_id), span.start_time or 0, span_dict(span)),)
     records: list[Record] = []
     for index, event in enumerate(span.events):
         reader = _EVENT_READERS.get(event.name)
@@ -156,7 +167,4 @@ def read_span(span: ReadableSpan) -> SpanRecords | None:
         record = reader(RecordKey(trace_id, span_id, index), event.timestamp or 0, event.attributes or {})
         if record is not None:
             records.append(record)
-    if not records:
-        return None
-    resource = tuple(span.resource.attributes.items()) if span.resource is not None else ()
-    return SpanRecords(conversation, tuple(records), resource)
+    return tuple(records)
