@@ -31,6 +31,8 @@ ENV_SPOOL_DIR = "AGENTSIGHT_SPOOL_DIR"
 ENV_SPOOL_MAX_BYTES = "AGENTSIGHT_SPOOL_MAX_BYTES"
 ENV_MAX_REQUEST_BYTES = "AGENTSIGHT_MAX_REQUEST_BYTES"
 ENV_EXIT_TIMEOUT = "AGENTSIGHT_EXIT_TIMEOUT"
+ENV_TRACE_HOLD = "AGENTSIGHT_TRACE_HOLD_SECONDS"
+DEFAULT_TRACE_HOLD_S = 10.0
 DEFAULT_SPOOL_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 DEFAULT_EXIT_TIMEOUT_S = 5.0
@@ -109,6 +111,7 @@ class Settings:
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     exit_timeout: float = DEFAULT_EXIT_TIMEOUT_S
+    trace_hold: float = DEFAULT_TRACE_HOLD_S
 
     @property
     def key_hint(self) -> str:
@@ -143,6 +146,7 @@ def resolve_settings(
     spool_max_bytes: Any = UNSET,
     max_request_bytes: Any = UNSET,
     exit_timeout: Any = UNSET,
+    trace_hold: Any = UNSET,
 ) -> Settings:
     """Build :class:`Settings` from arguments, then the environment, then ``.env``, then defaults.
 
@@ -197,6 +201,7 @@ def resolve_settings(
         exit_timeout=_number(
             pick(exit_timeout, ENV_EXIT_TIMEOUT), "exit_timeout", ENV_EXIT_TIMEOUT, DEFAULT_EXIT_TIMEOUT_S
         ),
+        trace_hold=_number(pick(trace_hold, ENV_TRACE_HOLD), "trace_hold", ENV_TRACE_HOLD, DEFAULT_TRACE_HOLD_S),
     )
 
 

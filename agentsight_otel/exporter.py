@@ -52,6 +52,7 @@ class AgentSightSpanExporter(SpanExporter):
         spool_max_bytes: int | None = UNSET,
         max_request_bytes: int | None = UNSET,
         exit_timeout: float | None = UNSET,
+        trace_hold: float | None = UNSET,
         session: Any = None,
         attachment_store: AttachmentStore | None = None,
         outcome_ledger: OutcomeLedger | None = None,
@@ -65,6 +66,7 @@ class AgentSightSpanExporter(SpanExporter):
             "spool_max_bytes": spool_max_bytes,
             "max_request_bytes": max_request_bytes,
             "exit_timeout": exit_timeout,
+            "trace_hold": trace_hold,
         }
         explicit = any(v is not UNSET for v in options.values())
         self._config_error: str | None = None
@@ -79,7 +81,7 @@ class AgentSightSpanExporter(SpanExporter):
             self._settings = Settings()
         apply_log_level(self._settings.log_level)
         self._rules = BlockRules(self._settings.environment)
-        self._reader = SpanReader()
+        self._reader = SpanReader(self._settings.trace_hold)
         self._hold_timer: threading.Timer | None = None
         self._attachments = attachment_store or pending_attachments
         self._ledger = outcome_ledger or ledger

@@ -103,8 +103,11 @@ def assemble(
                 )
             )
             continue
-        for offset, message in enumerate(_new_messages(item.inputs, memory)):
+        fresh_inputs = _new_messages(item.inputs, memory)
+        for offset, message in enumerate(fresh_inputs):
             records.append(Message(key(), item.start_ns + offset * 1000, _SENDER[message.role], message.text))
+        # Usage belongs to the call: after the input it was given, before the answer it produced.
+        usage_at = item.start_ns + len(fresh_inputs) * 1000 + 500
         for message in item.inputs:
             if message.role == "tool" and message.tool_call_id:
                 responses[message.tool_call_id] = message.text
@@ -119,7 +122,7 @@ def assemble(
             records.append(
                 TokenUsage(
                     key(),
-                    at + 999,
+                    usage_at,
                     item.model,
                     # AgentSight bills input without cache: the readers' counts include it, so take it out.
                     input_tokens=max(usage.input_tokens - usage.cache_read_tokens - usage.cache_write_tokens, 0),
