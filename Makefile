@@ -23,3 +23,9 @@ test: lint
 
 serve: $(BIN)/.installed
 	$(BIN)/agentsight-otel serve
+
+# Integration tests with real instrumentation packages alone (they also run in `make test`). Each library gets its
+# own virtual environment, built once under build/interop-venvs/ from tests/interop/requirements-*.txt.
+.PHONY: interop
+interop: $(BIN)/.installed
+	$(BIN)/pytest -v -m interop tests/test_interop.py

@@ -541,3 +541,53 @@ def test_numeric_indices_sort_numerically():
 
     attrs = {f"llm.input_messages.{i}.message.content": f"m{i}" for i in (10, 2, 1, 0, 9)}
     assert [m.text for m in flattened_messages(attrs, "input")] == ["m0", "m1", "m2", "m9", "m10"]
+
+
+def test_the_same_answer_in_a_later_turn_is_shown_again(tmp_path):
+    # Turn 2 asks the same question and gets the same answer: both turns must show both messages.
+    turn2_input = [*HISTORY_1, _parts("assistant", ANSWER), _parts("user", QUESTION)]
+    with LocalServer() as server:
+        b = Builder({"gen_ai.conversation.id": "twice"})
+        common = {"gen_ai.operation.name": "chat", "gen_ai.request.model": MODEL}
+        b.span(
+            "chat",
+            1,
+            5,
+            {**common, "gen_ai.input.messages": json.dumps(HISTORY_1), "gen_ai.output.messages": json.dumps(OUTPUT_2)},
+        )
+        b.span(
+            "chat",
+            10,
+            15,
+            {
+                **common,
+                "gen_ai.input.messages": json.dumps(turn2_input),
+                "gen_ai.output.messages": json.dumps(OUTPUT_2),
+            },
+        )
+        exporter, _ = _export(server, tmp_path, b.spans())
+        assert project(server.transcript("twice")) == [
+            ("message", "end_user", QUESTION),
+            ("message", "agent", ANSWER),
+            ("message", "end_user", QUESTION),
+            ("message", "agent", ANSWER),
+        ]
+        exporter.shutdown()
+
+
+def test_a_structured_tool_result_stays_json():
+    from agentsight_otel.readers import parse_span
+
+    b = Builder({"traceloop.association.properties.session_id": "json"})
+    b.span(
+        "get_weather.tool",
+        1,
+        2,
+        {
+            "traceloop.span.kind": "tool",
+            "traceloop.entity.name": "get_weather",
+            "traceloop.entity.output": json.dumps({"sky": "sunny", "celsius": 21}),
+        },
+    )
+    tool = next(p for p in map(parse_span, b.spans()) if p is not None and p.items)
+    assert json.loads(tool.items[0].result) == {"sky": "sunny", "celsius": 21}

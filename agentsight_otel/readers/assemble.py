@@ -58,8 +58,10 @@ def _arguments(value: Any) -> str | None:
     return dumps_str(value)
 
 
-def _new_messages(messages: tuple[ChatMessage, ...], memory: ConversationMemory) -> list[ChatMessage]:
-    seen_here: Counter[tuple[str, str]] = Counter()
+def _new_messages(
+    messages: tuple[ChatMessage, ...], memory: ConversationMemory, seen_here: Counter[tuple[str, str]]
+) -> list[ChatMessage]:
+    """Messages beyond what the conversation has shown; ``seen_here`` counts the call's input, then its output."""
     fresh = []
     for message in messages:
         if message.role not in _SENDER or not message.text.strip():
@@ -103,7 +105,8 @@ def assemble(
                 )
             )
             continue
-        fresh_inputs = _new_messages(item.inputs, memory)
+        seen_here: Counter[tuple[str, str]] = Counter()
+        fresh_inputs = _new_messages(item.inputs, memory, seen_here)
         for offset, message in enumerate(fresh_inputs):
             records.append(Message(key(), item.start_ns + offset * 1000, _SENDER[message.role], message.text))
         # Usage belongs to the call: after the input it was given, before the answer it produced.
@@ -112,7 +115,8 @@ def assemble(
             if message.role == "tool" and message.tool_call_id:
                 responses[message.tool_call_id] = message.text
         at = item.end_ns
-        for offset, message in enumerate(_new_messages(item.outputs, memory)):
+        # An answer repeating an earlier one is new when the history in this call's input holds the earlier one.
+        for offset, message in enumerate(_new_messages(item.outputs, memory, seen_here)):
             records.append(Message(key(), at + offset * 1000, _SENDER[message.role], message.text))
         for message in item.outputs:
             for call in message.tool_calls:

@@ -11,6 +11,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
+from ..jsondoc import dumps_str
 from .genai import model_of, structured, system_of, usage_from
 from .model import ChatMessage, LlmCall, ToolCall, ToolRun
 
@@ -79,7 +80,7 @@ def read(span: ReadableSpan, attrs: Mapping[str, Any]) -> Sequence[LlmCall | Too
                 str(attrs.get("traceloop.entity.name") or attrs.get("gen_ai.tool.name") or span.name),
                 None,
                 _entity_value(attrs.get("traceloop.entity.input")),
-                None if output is None else (output if isinstance(output, str) else str(structured(output))),
+                None if output is None else (output if isinstance(output, str) else dumps_str(output)),
                 error,
             )
         ]
