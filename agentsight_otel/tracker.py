@@ -78,6 +78,8 @@ def _conversation_id(value: Any) -> str:
 
 def _required_text(value: Any, what: str, error: type[Exception] = InvalidConversationDataException) -> str:
     """The legacy rule for required fields: ``str(v or "").strip()`` must be non-empty (0 and False fail)."""
+    if type(value) is str and value and not value[0].isspace():
+        return value  # the common case, checked cheaply
     if isinstance(value, (dict, list, tuple, set, bytes)):
         raise error(f"{what} must be a non-blank string, got {type(value).__name__}")
     text = str(value or "")
@@ -96,7 +98,7 @@ def _optional_text(value: Any, what: str) -> str | None:
 
 
 def _metadata(value: Any, what: str = "metadata") -> str | None:
-    """Metadata as a JSON object text; ``None`` or ``{}`` when there is none."""
+    """Metadata as a JSON object text; ``None`` when there is none."""
     if value is None:
         return None
     if not isinstance(value, Mapping):
@@ -105,6 +107,11 @@ def _metadata(value: Any, what: str = "metadata") -> str | None:
         return dumps_str(dict(value))
     except (TypeError, ValueError) as exc:
         raise InvalidConversationDataException(f"{what} cannot be encoded as JSON: {exc}") from None
+
+
+def _present(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Attributes without the unset ones (OpenTelemetry refuses None values, with a warning each)."""
+    return {k: v for k, v in attributes.items() if v is not None}
 
 
 def _time_ns(value: Any, what: str) -> int | None:
@@ -230,7 +237,7 @@ class ConversationTracker:
         self._exporter: AgentSightSpanExporter | None = None
         self._processor: TrackerSpanProcessor | None = None
         self._known_fields: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._foreign_max_events = FOREIGN_PROVIDER_MAX_EVENTS
+        self._event_limit = FOREIGN_PROVIDER_MAX_EVENTS  # events per span before rolling over
         self._atexit_registered = False
         self._warned_not_recording = False
 
@@ -294,7 +301,7 @@ class ConversationTracker:
                 self._tracer = None
                 self._own_provider = False
                 self._processor = None
-                self._foreign_max_events = _event_limit(tracer_provider)
+                self._event_limit = _event_limit(tracer_provider)
 
     def _exporter_for_export(self) -> AgentSightSpanExporter:
         with self._lock:
@@ -323,6 +330,7 @@ class ConversationTracker:
                     provider.add_span_processor(self._processor)
                     self._provider = provider
                     self._own_provider = True
+                    self._event_limit = OWN_PROVIDER_MAX_EVENTS
                 if not self._atexit_registered:
                     atexit.register(self._at_exit)
                     self._atexit_registered = True
@@ -346,6 +354,9 @@ class ConversationTracker:
         scope = _scope.get()
         if scope is not None:
             return scope
+        current = self._current
+        if current is not None:
+            return current
         with self._lock:
             if self._current is None:
                 self._current = generate_conversation_id()
@@ -401,8 +412,7 @@ class ConversationTracker:
     def _open_span(self, bucket: _Bucket, start_ns: int) -> tuple[Any, Any]:
         """The conversation's open span, and the full segment it replaced (to be ended outside the lock)."""
         finished = None
-        limit = OWN_PROVIDER_MAX_EVENTS if self._own_provider else self._foreign_max_events
-        if bucket.span is not None and bucket.events_in_span >= limit:
+        if bucket.span is not None and bucket.events_in_span >= self._event_limit:
             # Roll over: the full segment is exported in the background (and the SDK's event limit never bites).
             finished, bucket.span = bucket.span, None
             bucket.compact()
@@ -429,19 +439,27 @@ class ConversationTracker:
         *,
         files: bool = False,
     ) -> None:
-        """Record one event; ``item_type`` None adds it to the previous item (files sent with a message)."""
-        attributes = {k: v for k, v in attributes.items() if v is not None}
+        """Record one event; ``item_type`` None adds it to the previous item (files sent with a message).
+
+        This is the hot path of every tracking call: keep it to one lock, one event and three appends.
+        """
+        finished = None
         with self._lock:
-            bucket = self._bucket(cid)
-            ts = bucket.next_timestamp()
-            span, finished = self._open_span(bucket, ts)
+            bucket = self._buckets.get(cid) or self._bucket(cid)
+            now = time.time_ns()
+            ts = bucket.last_ns = now if now >= bucket.last_ns + 1000 else bucket.last_ns + 1000
+            span = bucket.span
+            if span is None or bucket.events_in_span >= self._event_limit:
+                span, finished = self._open_span(bucket, ts)
             index = bucket.events_in_span
             span.add_event(event, attributes, timestamp=ts)
-            bucket.events_in_span += 1
+            bucket.events_in_span = index + 1
             if item_type is not None and data is not None:
-                bucket.append(item_type, ts, data)
-            if files and len(bucket):
-                bucket.file_events[len(bucket) - 1] = (*bucket.span_key, index)
+                bucket.types.append(_TYPE_CODE[item_type])
+                bucket.stamps.append(ts)
+                bucket.data.append(data)
+            if files and bucket.types:
+                bucket.file_events[len(bucket.types) - 1] = (*bucket.span_key, index)
         if finished is not None:
             finished.end()
 
@@ -598,12 +616,14 @@ class ConversationTracker:
             "content": content,
             "sender": sender,
             "conversation_id": cid,
-            "metadata": dict(metadata or {}),
+            "metadata": dict(metadata) if metadata else {},
         }
         if files is not None:
             data["attachments"] = [f.descriptor() for f in files]
             data["attachment_mode"] = normalize_mode(mode)
-        attrs = {sc.MESSAGE_SENDER: sender, sc.MESSAGE_CONTENT: content, sc.MESSAGE_METADATA: meta}
+        attrs = {sc.MESSAGE_SENDER: sender, sc.MESSAGE_CONTENT: content}
+        if meta is not None:
+            attrs[sc.MESSAGE_METADATA] = meta
         self._add(cid, "question" if sender == "end_user" else "answer", sc.EVENT_MESSAGE, attrs, data)
         if files:
             self._add_files(cid, files, sender, None, normalize_mode(mode), linked=True)
@@ -659,9 +679,9 @@ class ConversationTracker:
             "conversation_id": cid,
         }
         if linked:  # files sent with a message belong to that message's item
-            self._add(cid, None, sc.EVENT_ATTACHMENTS, attrs, None, files=True)
+            self._add(cid, None, sc.EVENT_ATTACHMENTS, _present(attrs), None, files=True)
         else:
-            self._add(cid, "attachments", sc.EVENT_ATTACHMENTS, attrs, data, files=True)
+            self._add(cid, "attachments", sc.EVENT_ATTACHMENTS, _present(attrs), data, files=True)
 
     def track_action(
         self,
@@ -720,7 +740,7 @@ class ConversationTracker:
             sc.ACTION_DURATION_MS: float(duration_ms) if duration_ms is not None else None,
             sc.METADATA: meta,
         }
-        self._add(cid, "action", sc.EVENT_ACTION, attrs, data)
+        self._add(cid, "action", sc.EVENT_ACTION, _present(attrs), data)
 
     def track_button(
         self,
@@ -745,7 +765,7 @@ class ConversationTracker:
             "metadata": dict(metadata or {}),
         }
         attrs = {sc.BUTTON_EVENT: event, sc.BUTTON_LABEL: label_text, sc.BUTTON_VALUE: value_text, sc.METADATA: meta}
-        self._add(cid, "button", sc.EVENT_BUTTON, attrs, data)
+        self._add(cid, "button", sc.EVENT_BUTTON, _present(attrs), data)
 
     def track_token_usage(
         self,
@@ -786,7 +806,7 @@ class ConversationTracker:
             sc.LLM_EMBEDDING_TOKENS: counts["embedding_tokens"],
         }
         data = {"action_name": "token_usage", "conversation_id": cid, "metadata": dict(counts, model=model_name)}
-        self._add(cid, "action", sc.EVENT_TOKEN_USAGE, attrs, data)
+        self._add(cid, "action", sc.EVENT_TOKEN_USAGE, _present(attrs), data)
 
     def get_token_usage(self, *, conversation_id: Any = None) -> dict[str, int]:
         """The current conversation's token counters since its last send; ``{}`` if none were tracked."""
