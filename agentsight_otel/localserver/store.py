@@ -7,7 +7,6 @@ each write runs in an explicit transaction so a batch is stored entirely or not 
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -15,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from ..jsondoc import dumps_str, loads
 from .timeutil import format_timestamp, parse_timestamp, utc_now
 
 _SCHEMA = """
@@ -109,13 +109,13 @@ def _is_memory(db_path: str) -> bool:
 
 
 def _encode_json(value: Any) -> str | None:
-    """Serialise a JSON column value (None stays SQL NULL)."""
-    return None if value is None else json.dumps(value, allow_nan=False)
+    """Serialise a JSON column value (None stays SQL NULL); orjson when installed, as the client uses."""
+    return None if value is None else dumps_str(value)
 
 
 def _decode_json(text: str | None, default: Any = None) -> Any:
     """Deserialise a JSON column value."""
-    return default if text is None else json.loads(text)
+    return default if text is None else loads(text)
 
 
 def _conversation_row(row: sqlite3.Row) -> dict[str, Any]:
@@ -300,8 +300,8 @@ class Store:
                     span.get("ended_at"),
                     span.get("duration_ms"),
                     span.get("status") or "unset",
-                    json.dumps(span.get("attributes") or {}, allow_nan=False),
-                    json.dumps(span.get("events") or [], allow_nan=False),
+                    dumps_str(span.get("attributes") or {}),
+                    dumps_str(span.get("events") or []),
                     _encode_json(span.get("otel")),
                     now,
                 ),

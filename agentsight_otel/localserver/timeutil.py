@@ -16,6 +16,11 @@ def parse_timestamp(value: object) -> datetime | None:
     """Parse an ISO-8601 date-time string into an aware UTC datetime, or return None if it is not one."""
     if not isinstance(value, str):
         return None
+    if len(value) == 32 and value.endswith("+00:00"):  # what the SDKs send: the fast, exact C parser
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
     match = _ISO_RE.match(value.strip())
     if match is None:
         return None
