@@ -139,6 +139,63 @@ def _demo(args: argparse.Namespace) -> int:
     return run(keep_serving=args.keep_serving)
 
 
+def _bridge(args: argparse.Namespace) -> int:
+    try:
+        from .bridge import Bridge, resolve_bridge_settings
+        from .bridge.settings import parse_byte_count
+    except ImportError as exc:
+        print(
+            f"agentsight-otel bridge: error: {exc.name or exc} is missing; "
+            "install the bridge extra: pip install 'agentsight-otel[bridge]'",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        settings = resolve_bridge_settings(
+            host=args.host,
+            port=args.port,
+            grpc_port=args.grpc_port,
+            path=args.path,
+            tokens=tuple(args.token or ()),
+            auth_header=args.auth_header,
+            max_body_bytes=parse_byte_count(args.max_body_bytes) if args.max_body_bytes else None,
+            max_decompressed_bytes=(
+                parse_byte_count(args.max_decompressed_bytes) if args.max_decompressed_bytes else None
+            ),
+            max_queued_spans=args.max_queued_spans,
+            max_batch_spans=args.max_batch_spans,
+            request_timeout=args.request_timeout,
+            idle_timeout=args.idle_timeout,
+            ack_timeout=args.ack_timeout,
+            retry_after=args.retry_after,
+            drain_timeout=args.drain_timeout,
+            max_connections=args.max_connections,
+        )
+        options = {k: v for k, v in (("endpoint", args.endpoint), ("spool_dir", args.spool_dir)) if v}
+        bridge = Bridge(settings, **options)
+    except (ValueError, TypeError) as exc:
+        print(f"agentsight-otel bridge: error: {exc}", file=sys.stderr)
+        return 2
+
+    def banner(running: Bridge) -> None:
+        exporter = running.exporter
+        print(f"agentsight-otel bridge: OTLP/HTTP on {running.traces_url} (protobuf and JSON; gzip, deflate)")
+        if running.grpc_port is not None:
+            print(f"agentsight-otel bridge: OTLP/gRPC on {settings.host}:{running.grpc_port}")
+        print(f"  shipping to {exporter!r}")
+        print(f"  auth: {'bearer token required' if settings.tokens else 'none (no token configured)'}")
+        print("  health: GET " + running.url + "/health; stop with Ctrl-C or SIGTERM (drains accepted spans)")
+        sys.stdout.flush()
+
+    try:
+        drained = bridge.serve_until_signalled(on_ready=banner)
+    except (RuntimeError, OSError) as exc:
+        print(f"agentsight-otel bridge: error: {exc}", file=sys.stderr)
+        bridge.stop(timeout=1)
+        return 2
+    return 0 if drained else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agentsight-otel", description="Ship AI-agent conversations to AgentSight.")
     parser.add_argument("--version", action="version", version=f"agentsight-otel {__version__}")
@@ -229,6 +286,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     spool.add_argument("--limit", type=int, default=50, help="with dead: how many to list (default 50)")
     spool.add_argument("--timeout", type=float, default=30.0, help="with replay: seconds to try (default 30)")
     spool.set_defaults(func=_spool_cmd)
+
+    bridge = commands.add_parser(
+        "bridge", help="receive OTLP traces (e.g. from an OpenTelemetry Collector) and ship them to AgentSight"
+    )
+    bridge.add_argument("--host", help="address to bind (default 127.0.0.1; AGENTSIGHT_BRIDGE_HOST)")
+    bridge.add_argument(
+        "--port", type=int, help="OTLP/HTTP port (default 4319; 0 picks a free one; AGENTSIGHT_BRIDGE_PORT)"
+    )
+    bridge.add_argument(
+        "--grpc-port",
+        type=int,
+        help="also receive OTLP/gRPC on this port (needs grpcio; e.g. 4320; AGENTSIGHT_BRIDGE_GRPC_PORT)",
+    )
+    bridge.add_argument("--path", help="OTLP/HTTP traces path (default /v1/traces)")
+    bridge.add_argument(
+        "--token",
+        action="append",
+        help="require this bearer token (repeatable; AGENTSIGHT_BRIDGE_TOKEN, comma-separated, keeps it out of ps)",
+    )
+    bridge.add_argument(
+        "--auth-header", metavar="NAME", help="also accept the token in this header, e.g. x-agentsight-token"
+    )
+    bridge.add_argument("--max-body-bytes", metavar="N", help="largest request body on the wire (default 32MiB)")
+    bridge.add_argument("--max-decompressed-bytes", metavar="N", help="largest body once decompressed (default 64MiB)")
+    bridge.add_argument("--max-queued-spans", type=int, help="spans waiting for export before 503s (default 50000)")
+    bridge.add_argument("--max-batch-spans", type=int, help="most spans handed to the exporter at once (default 10000)")
+    bridge.add_argument("--request-timeout", type=float, help="seconds to receive one request (default 30)")
+    bridge.add_argument("--idle-timeout", type=float, help="seconds a keep-alive connection may idle (default 120)")
+    bridge.add_argument("--ack-timeout", type=float, help="seconds a request waits for its export (default 25)")
+    bridge.add_argument("--retry-after", type=int, help="Retry-After seconds on 503 answers (default 2)")
+    bridge.add_argument("--drain-timeout", type=float, help="seconds to export accepted spans at shutdown (default 30)")
+    bridge.add_argument("--max-connections", type=int, help="open connections at most (default 128)")
+    bridge.add_argument(
+        "--endpoint", help="AgentSight endpoint (default AGENTSIGHT_API_ENDPOINT); key: AGENTSIGHT_API_KEY"
+    )
+    bridge.add_argument("--spool-dir", help="spool directory for undeliverable data (default AGENTSIGHT_SPOOL_DIR)")
+    bridge.set_defaults(func=_bridge)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -199,7 +199,9 @@ class Delivery:
         waiting: set[str] = set()
         if self._spool is not None:
             waiting = self._spool.pending_conversations(u.conversation_id for u in units)
-        if self._outage or self._stop.is_set():
+        # While AgentSight is down, new data goes straight to the spool (the replayer probes); with no spool,
+        # there is nothing to replay, so every export tries the network itself.
+        if (self._outage and self._spool is not None) or self._stop.is_set():
             self._to_spool(list(units), "AgentSight unreachable earlier; queued until it answers again", result)
             return result.outcomes
         # Older data of a conversation is still in the spool: new data queues behind it, to keep order.

@@ -250,3 +250,13 @@ def test_after_fork_the_child_has_its_own_session_and_an_empty_queue(faulty):
     assert _contents(faulty, "child") == ["from the child"]
     assert _contents(faulty, "parent") == ["parent before fork"]
     t.shutdown()
+
+
+def test_without_a_spool_an_outage_does_not_stop_later_exports(faulty):
+    exporter = _exporter(faulty, timeout=1, spool_dir="off")
+    faulty.outage(2.0)  # longer than the export's deadline: the first export fails
+    assert exporter.export(_spans("nospool-1")) is SpanExportResult.FAILURE
+    wait_until(lambda: faulty.outage_remaining() == 0)
+    assert exporter.export(_spans("nospool-2")) is SpanExportResult.SUCCESS
+    assert len(_contents(faulty, "nospool-2")) == 3
+    exporter.shutdown()

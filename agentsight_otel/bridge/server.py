@@ -1,0 +1,350 @@
+"""The OTLP/HTTP receiver: ``POST /v1/traces`` (protobuf or JSON, gzip/deflate), ``GET /health``.
+
+HTTP/1.1 with keep-alive on the standard library's threading server: one thread per connection, a cap on
+connections, a deadline for receiving each request and an idle timeout between requests. Every answer is written
+in one ``send`` (and TCP_NODELAY is set), so keep-alive clients never wait out Nagle + delayed-ACK stalls.
+
+Status codes follow the OTLP/HTTP rules as the official collector's ``otlphttp`` exporter applies them:
+200 (with a partial success when spans were refused), 400/401/404/413/415 for requests that will never be taken
+(the sender drops them), and 503 with ``Retry-After`` for everything transient (the sender keeps and retries).
+The bridge never answers 500 for transient trouble: the collector treats 500 as permanent and drops the data.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import socketserver
+import threading
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, cast
+
+from ..jsondoc import dumps
+from . import respond
+from .decode import RequestError, decompress, media_type, parse
+
+if TYPE_CHECKING:
+    from .app import Bridge
+
+logger = logging.getLogger("agentsight_otel.bridge")
+
+_DRAIN_LIMIT = 1024 * 1024  # an unwanted body up to this size is read and dropped to keep the connection
+_READ_CHUNK = 1024 * 1024
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+
+
+class BridgeHTTPServer(ThreadingHTTPServer):
+    """Threading HTTP server that knows its bridge, caps connections and can cut idle keep-alive ones."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], bridge: Bridge, family: int) -> None:
+        self.address_family = family
+        self.bridge = bridge
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        """Bind without HTTPServer's reverse-DNS lookup (getfqdn), which can stall for seconds."""
+        socketserver.TCPServer.server_bind(self)
+        address = cast(tuple[str, int], self.server_address)
+        self.server_name, self.server_port = address[0], address[1]
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            full = len(self._connections) >= self.bridge.settings.max_connections
+            if not full:
+                self._connections.add(request)
+        if full:
+            _refuse_connection(request, self.bridge.settings.retry_after)
+            return
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that broke mid-request is routine for a server; log it quietly."""
+        logger.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    def close_connections(self) -> None:
+        """Shut down the open keep-alive connections so their handler threads end."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _refuse_connection(sock: socket.socket, retry_after: int) -> None:
+    """Too many connections: a short 503 on the new one, written without a handler thread."""
+    body = dumps({"code": respond.UNAVAILABLE, "message": "too many connections to the bridge; retry later"})
+    head = (
+        f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"Retry-After: {retry_after}\r\nConnection: close\r\n\r\n"
+    )
+    try:
+        sock.settimeout(1.0)
+        sock.sendall(head.encode("latin-1") + body)
+    except OSError:
+        pass
+    finally:
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server_version = "agentsight-otel-bridge"
+    sys_version = ""
+    server: BridgeHTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.bridge.settings.idle_timeout)
+
+    def handle_one_request(self) -> None:
+        self._media: str | None = None
+        self._body_done = False
+        try:
+            self.connection.settimeout(self.server.bridge.settings.idle_timeout)
+        except OSError:
+            self.close_connection = True
+            return
+        super().handle_one_request()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature fixed by the base class
+        logger.debug("%s %s", self.address_string(), format % args)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        logger.debug('"%s" %s', getattr(self, "requestline", ""), code)
+
+    # -- routes ----------------------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        bridge = self.server.bridge
+        path = self.path.split("?", 1)[0]
+        if path in ("/health", "/healthz", "/"):
+            health = bridge.health()
+            self._send(200 if health["status"] == "ok" else 503, "application/json", dumps(health))
+            return
+        if path in bridge.paths:
+            self._error(405, "send traces with POST", {"Allow": "POST"})
+            return
+        self._error(404, f"nothing at {path}; OTLP traces go to POST {bridge.settings.path}")
+
+    def do_POST(self) -> None:  # noqa: N802
+        with self.server.bridge.tracked():
+            self._post()
+
+    def _post(self) -> None:
+        bridge = self.server.bridge
+        self._media = media_type(self.headers.get("Content-Type"))
+        path = self.path.split("?", 1)[0]
+        if path not in bridge.paths:
+            self._error(404, f"no OTLP traces receiver at {path}; send to {bridge.settings.path}")
+            return
+        refusal = bridge.admission()
+        if refusal is not None:
+            self._error(503, refusal[0], {"Retry-After": str(refusal[1])})
+            return
+        if not bridge.authorized(self.headers.get):
+            self._error(401, "a valid bridge token is required", {"WWW-Authenticate": 'Bearer realm="agentsight-otel"'})
+            return
+        if self._media is None:
+            self._error(
+                415,
+                f"unsupported Content-Type {self.headers.get('Content-Type')!r}: "
+                "use application/x-protobuf or application/json",
+            )
+            return
+        settings = bridge.settings
+        try:
+            raw = self._read_body(settings.max_body_bytes, settings.request_timeout)
+            body = decompress(raw, self.headers.get("Content-Encoding"), settings.max_decompressed_bytes)
+            del raw
+            request = parse(body, self._media)
+            del body
+            answer = bridge.ingest(request)
+        except RequestError as exc:
+            self._error(exc.status, exc.message)
+            return
+        except Exception:  # noqa: BLE001 - a bug must not become a 500, which a collector treats as permanent
+            logger.exception("the bridge failed on a request")
+            self.close_connection = True
+            self._error(
+                503, "the bridge failed on this request; retry later", {"Retry-After": str(settings.retry_after)}
+            )
+            return
+        if answer.status == 200:
+            self._send(200, self._media, respond.success(self._media, answer.rejected, answer.message))
+        else:
+            headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after is not None else None
+            self._error(answer.status, answer.message or "retry later", headers)
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._not_allowed()
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._not_allowed()
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._not_allowed()
+
+    def _not_allowed(self) -> None:
+        self._error(405, f"{self.command} is not supported; send traces with POST", {"Allow": "GET, POST"})
+
+    # -- reading ---------------------------------------------------------------------------------------------
+
+    def _read_body(self, limit: int, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        encoding = (self.headers.get("Transfer-Encoding") or "").strip().lower()
+        if encoding and encoding != "identity":
+            if encoding != "chunked":
+                self.close_connection = True
+                raise RequestError(400, f"unsupported Transfer-Encoding {encoding!r}")
+            return self._read_chunked(limit, deadline)
+        declared = self.headers.get("Content-Length")
+        if declared is None:
+            self.close_connection = True
+            raise RequestError(411, "a Content-Length (or chunked transfer encoding) is required")
+        try:
+            length = int(declared)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self.close_connection = True
+            raise RequestError(400, f"invalid Content-Length {declared!r}") from None
+        if length > limit:
+            self.close_connection = True  # the body is not read: the connection cannot be reused
+            raise RequestError(413, f"the request body is {length} bytes; the bridge takes at most {limit}")
+        data = self._read_exact(length, deadline)
+        self._body_done = True
+        return data
+
+    def _read_exact(self, length: int, deadline: float) -> bytes:
+        parts: list[bytes] = []
+        remaining = length
+        try:
+            while remaining > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                self.connection.settimeout(left)
+                chunk = self.rfile.read1(min(remaining, _READ_CHUNK))
+                if not chunk:
+                    self.close_connection = True
+                    raise RequestError(400, "the connection closed before the whole body arrived")
+                parts.append(chunk)
+                remaining -= len(chunk)
+        except (TimeoutError, socket.timeout):
+            self.close_connection = True
+            raise RequestError(408, "the request body did not arrive in time") from None
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _read_line(self, deadline: float) -> bytes:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        self.connection.settimeout(left)
+        line = self.rfile.readline(1026)
+        if not line.endswith(b"\n"):
+            self.close_connection = True
+            raise RequestError(400, "malformed chunked body")
+        return line
+
+    def _read_chunked(self, limit: int, deadline: float) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        try:
+            while True:
+                size_line = self._read_line(deadline).split(b";", 1)[0].strip()
+                try:
+                    size = int(size_line, 16)
+                except ValueError:
+                    self.close_connection = True
+                    raise RequestError(400, "malformed chunk size") from None
+                if size == 0:
+                    while self._read_line(deadline) not in (b"\r\n", b"\n"):
+                        pass  # trailers are ignored
+                    break
+                total += size
+                if total > limit:
+                    self.close_connection = True
+                    raise RequestError(413, f"the request body is larger than {limit} bytes")
+                parts.append(self._read_exact(size, deadline))
+                self._read_line(deadline)
+        except (TimeoutError, socket.timeout):
+            self.close_connection = True
+            raise RequestError(408, "the request body did not arrive in time") from None
+        self._body_done = True
+        return b"".join(parts)
+
+    def _discard_body(self) -> None:
+        """An answer before the body was read: read a small body away (keep-alive), or close after answering."""
+        if self._body_done or self.close_connection or self.command in ("GET", "HEAD"):
+            return
+        declared = self.headers.get("Content-Length") if self.headers is not None else None
+        encoding = (self.headers.get("Transfer-Encoding") or "") if self.headers is not None else ""
+        if encoding or declared is None:
+            if encoding:
+                self.close_connection = True
+            return
+        try:
+            length = int(declared)
+        except ValueError:
+            self.close_connection = True
+            return
+        if length > _DRAIN_LIMIT:
+            self.close_connection = True
+            return
+        try:
+            self._read_exact(length, time.monotonic() + 5.0)
+            self._body_done = True
+        except RequestError:
+            self.close_connection = True
+
+    # -- writing ---------------------------------------------------------------------------------------------
+
+    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        content_type, body = respond.status(self._media, status, message)
+        self._send(status, content_type, body, headers)
+
+    def _send(self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None) -> None:
+        """The whole answer in one write: status line, headers and body."""
+        self._discard_body()
+        if self.server.bridge.stopping:
+            self.close_connection = True
+        lines = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, '')}",
+            f"Server: {self.server_version}",
+            f"Date: {formatdate(usegmt=True)}",
+            f"Content-Type: {content_type}",
+            f"Content-Length: {len(body)}",
+        ]
+        for name, value in (headers or {}).items():
+            lines.append(f"{name}: {value}")
+        if self.close_connection:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.log_request(status, len(body))
+        try:
+            self.wfile.write(head + body if self.command != "HEAD" else head)
+        except OSError:
+            self.close_connection = True
