@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Union
+from typing import NamedTuple, Union
 
 
-@dataclass(frozen=True)
-class RecordKey:
+class RecordKey(NamedTuple):
     """Where a record came from: the source span and the event's index in it (-1 for the span itself)."""
 
     trace_id: int
@@ -41,7 +40,7 @@ class Conversation:
     metadata: str | None = None  # a JSON document as text, parsed back on the wire
 
 
-@dataclass(frozen=True)
+@dataclass
 class Message:
     key: RecordKey
     timestamp_ns: int
@@ -50,7 +49,7 @@ class Message:
     metadata: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class Action:
     key: RecordKey
     timestamp_ns: int
@@ -64,7 +63,7 @@ class Action:
     metadata: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class Button:
     key: RecordKey
     timestamp_ns: int
@@ -74,7 +73,7 @@ class Button:
     metadata: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class Attachments:
     key: RecordKey
     timestamp_ns: int
@@ -85,7 +84,7 @@ class Attachments:
     metadata: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class TokenUsage:
     key: RecordKey
     timestamp_ns: int
@@ -100,7 +99,7 @@ class TokenUsage:
     system: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class ConversationOpened:
     """The conversation was registered (``initialize_conversation``) or its fields were set."""
 
@@ -109,7 +108,7 @@ class ConversationOpened:
     is_used: bool
 
 
-@dataclass(frozen=True)
+@dataclass
 class RawSpan:
     """A span that is already in AgentSight's shape (agentsight 0.1.x kinds), passed through as a wire span dict."""
 

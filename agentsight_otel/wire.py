@@ -53,12 +53,23 @@ _STRING_FIELDS = ("customer_id", "device", "source", "language", "name")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+_SECOND_PREFIX: dict[int, str] = {}
+
+
 def iso_time(ns: int | None) -> str | None:
-    """ISO-8601 UTC with microseconds and a ``+00:00`` offset; ``None`` for 0 or missing."""
+    """ISO-8601 UTC with microseconds and a ``+00:00`` offset; ``None`` for 0 or missing.
+
+    Called for every item: the date-and-second prefix is formatted once per second and reused.
+    """
     if not ns:
         return None
     seconds, micros = divmod(ns // 1000, 1_000_000)
-    return datetime.fromtimestamp(seconds, timezone.utc).replace(microsecond=micros).isoformat(timespec="microseconds")
+    prefix = _SECOND_PREFIX.get(seconds)
+    if prefix is None:
+        if len(_SECOND_PREFIX) > 4096:
+            _SECOND_PREFIX.clear()
+        prefix = _SECOND_PREFIX[seconds] = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{prefix}.{micros:06d}+00:00"
 
 
 _TEXT_ATTRIBUTES = (sc.TOOL_RESPONSE, sc.TOOL_ERROR)
@@ -285,7 +296,9 @@ class _SpanBuilder:
         attrs[sc.ENTITY_NAME] = name
         if turn_id is not None:
             attrs[sc.TURN_ID] = turn_id
-        attrs.update({k: v for k, v in attributes.items() if v is not None})
+        for k, v in attributes.items():
+            if v is not None:
+                attrs[k] = v
         end_ns = max(end_ns, start_ns)
         return {
             "span_id": span_id,

@@ -10,6 +10,8 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from typing import Any
 
+from ..jsondoc import HAS_ORJSON, loads
+
 _CHUNK = 64 * 1024
 
 
@@ -67,8 +69,13 @@ def _reject_constant(name: str) -> Any:
 
 
 def parse_json(raw: bytes) -> Any:
-    """Parse a UTF-8 JSON body strictly (no NaN/Infinity), raising BadBody with a DRF-like detail."""
+    """Parse a UTF-8 JSON body strictly (no NaN/Infinity), raising BadBody with a DRF-like detail.
+
+    orjson, when installed, is strict already (it refuses NaN and Infinity) and several times faster.
+    """
     try:
+        if HAS_ORJSON:
+            return loads(raw)
         return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadBody(f"JSON parse error - {exc}") from exc

@@ -64,7 +64,9 @@ def _message(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Record | None:
     if content is None:
         return None
     sender = "agent" if a.get(sc.MESSAGE_SENDER) == "agent" else "end_user"
-    return Message(key, ts, sender, str(content), _str(a, sc.MESSAGE_METADATA))
+    metadata = a.get(sc.MESSAGE_METADATA)
+    return Message(key, ts, sender, content if type(content) is str else str(content),
+                   None if metadata is None else str(metadata))
 
 
 def _action(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Record | None:
@@ -164,7 +166,10 @@ def read_records(span: ReadableSpan, attrs: Mapping[str, Any]) -> tuple[Record, 
         reader = _EVENT_READERS.get(event.name)
         if reader is None:
             continue
-        record = reader(RecordKey(trace_id, span_id, index), event.timestamp or 0, event.attributes or {})
+        attributes = event.attributes or {}
+        # The SDK's BoundedAttributes reads go through Mapping.get; its plain dict is the same data, read faster.
+        plain = getattr(attributes, "_dict", attributes)
+        record = reader(RecordKey(trace_id, span_id, index), event.timestamp or 0, plain)
         if record is not None:
             records.append(record)
     return tuple(records)
