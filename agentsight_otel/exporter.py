@@ -142,8 +142,7 @@ class AgentSightSpanExporter(SpanExporter):
             logger.warning("AgentSight exporter already shut down; %d span(s) not exported", len(spans))
             return SpanExportResult.FAILURE
         try:
-            with self._lock:
-                return self._export(spans)
+            return self._export(spans)
         except Exception:  # noqa: BLE001 - an exporter must never raise into the SDK
             logger.exception("AgentSight export failed unexpectedly")
             return SpanExportResult.FAILURE
@@ -191,8 +190,11 @@ class AgentSightSpanExporter(SpanExporter):
     # -- stages ---------------------------------------------------------------------------------------------
 
     def _export(self, spans: Sequence[ReadableSpan], *, release_all: bool = False) -> SpanExportResult:
-        batches = group_by_conversation(self._reader.read(spans, release_all=release_all))
-        self._schedule_release()
+        # Only reading needs the lock (the reader holds traces and history); delivery runs concurrently, so the
+        # tracker's threads sending different conversations overlap their network waits.
+        with self._lock:
+            batches = group_by_conversation(self._reader.read(spans, release_all=release_all))
+            self._schedule_release()
         if not batches:
             return SpanExportResult.SUCCESS
         if self._delivery is None or self._transport is None:
@@ -217,8 +219,7 @@ class AgentSightSpanExporter(SpanExporter):
         """Ship the spans held for their trace's conversation id now (timer, flush or shutdown)."""
         if self._reader.holding and not self._shutdown.is_set():
             try:
-                with self._lock:
-                    self._export([], release_all=True)
+                self._export([], release_all=True)
             except Exception:  # noqa: BLE001 - runs on a timer thread or at shutdown
                 logger.exception("AgentSight export of held spans failed")
 
@@ -235,8 +236,7 @@ class AgentSightSpanExporter(SpanExporter):
         if self._shutdown.is_set():
             return
         try:
-            with self._lock:
-                self._export([])
+            self._export([])
         except Exception:  # noqa: BLE001
             logger.exception("AgentSight export of held spans failed")
 

@@ -45,7 +45,7 @@ from .jsondoc import dumps_str, loads
 from .outcomes import Outcome, ledger
 from .processor import TrackerSpanProcessor
 from .version import __version__
-from .wire import MAX_FIELD
+from .wire import MAX_FIELD, iso_time
 
 logger = logging.getLogger("agentsight_otel")
 
@@ -137,8 +137,7 @@ def _count(value: Any, what: str) -> int:
 
 
 def _iso(ns: int) -> str:
-    seconds, micros = divmod(ns // 1000, 1_000_000)
-    return datetime.fromtimestamp(seconds, timezone.utc).replace(microsecond=micros).isoformat()
+    return iso_time(ns) or ""
 
 
 # -- state --------------------------------------------------------------------------------------------------
