@@ -17,7 +17,7 @@ def merge_conversation(old: Conversation, new: Conversation) -> Conversation:
 
 
 def _order(record: Record) -> tuple[int, int, int]:
-    return (record.timestamp_ns, record.key.span_id, record.key.index)
+    return (record.timestamp_ns, record.key.span_id, record.key.event)
 
 
 def group_by_conversation(found: Iterable[SpanRecords]) -> list[ConversationBatch]:

@@ -293,7 +293,7 @@ class AgentSightSpanExporter(SpanExporter):
                 continue
             if unit.kind == KIND_ATTACHMENTS:  # files have their own outcome, per event
                 for key in unit.sources:
-                    self._ledger.record(key.trace_id, key.span_id, outcome, index=key.index)
+                    self._ledger.record(key.trace_id, key.span_id, outcome, index=key.event)
                 continue
             for key in unit.sources:
                 self._ledger.record(key.trace_id, key.span_id, outcome)

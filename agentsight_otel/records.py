@@ -16,11 +16,11 @@ class RecordKey(NamedTuple):
 
     trace_id: int
     span_id: int
-    index: int = -1
+    event: int = -1  # the event's position in the span; -1 for the span itself
 
     def stable_span_id(self, role: str = "") -> str:
         """A 16-hex span id that is the same every time the same source is read: retries cannot duplicate."""
-        raw = f"{self.trace_id:032x}:{self.span_id:016x}:{self.index}:{role}".encode()
+        raw = f"{self.trace_id:032x}:{self.span_id:016x}:{self.event}:{role}".encode()
         digest = hashlib.blake2b(raw, digest_size=8).hexdigest()
         return digest if digest != "0" * 16 else "0" * 15 + "1"
 

@@ -18,6 +18,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS entries (
     conversation_id TEXT NOT NULL,
     body BLOB NOT NULL,
     size INTEGER NOT NULL,
+    raw_size INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
@@ -57,6 +59,22 @@ CREATE TABLE IF NOT EXISTS dead (
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+_PACKED = b"\x00z"  # JSON never starts with NUL: marks a zlib-compressed body
+_PACK_MIN_BYTES = 512
+
+
+def _pack(body: bytes) -> bytes:
+    """Bodies are stored compressed (conversation JSON shrinks ~10x), so the spool holds far more."""
+    if len(body) < _PACK_MIN_BYTES:
+        return body
+    return _PACKED + zlib.compress(body, 1)
+
+
+def _unpack(body: bytes) -> bytes:
+    data = bytes(body)
+    return zlib.decompress(data[len(_PACKED) :]) if data.startswith(_PACKED) else data
 
 
 def _alive(owner: str | None) -> bool:
@@ -128,6 +146,7 @@ class Spool:
         self._lock = threading.Lock()
         self._owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._conn = self._connect()
+        self._used_estimate = self._conn.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
         if endpoint is not None:
             with self._lock:
                 self._conn.execute("INSERT OR REPLACE INTO info (name, value) VALUES ('endpoint', ?)", (endpoint,))
@@ -171,15 +190,16 @@ class Spool:
         if not items:
             return
         now = time.time()
-        incoming = sum(len(body) for _, _, body in items)
+        packed = [(kind, cid, _pack(body), len(body)) for kind, cid, body in items]
+        incoming = sum(len(body) for _, _, body, _ in packed)
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 self._make_room(incoming)
                 self._conn.executemany(
-                    "INSERT INTO entries (kind, conversation_id, body, size, created_at, last_error) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [(kind, cid, body, len(body), now, error) for kind, cid, body in items],
+                    "INSERT INTO entries (kind, conversation_id, body, size, raw_size, created_at, last_error) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(kind, cid, body, len(body), raw, now, error) for kind, cid, body, raw in packed],
                 )
                 self._conn.execute("COMMIT")
             except BaseException:
@@ -187,7 +207,13 @@ class Spool:
                 raise
 
     def _make_room(self, incoming: int) -> None:
+        # Summing the table on every put would make a long outage quadratic: keep an upper estimate (other
+        # processes only ever remove entries) and count exactly only when the estimate nears the limit.
+        if self._used_estimate + incoming <= self.max_bytes * 0.9:
+            self._used_estimate += incoming
+            return
         used = self._conn.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
+        self._used_estimate = used + incoming
         excess = used + incoming - self.max_bytes
         if excess <= 0:
             return
@@ -198,6 +224,7 @@ class Spool:
             self._conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
             dropped += 1
             freed += size
+        self._used_estimate -= freed
         self._bump("dropped_entries", dropped)
         self._bump("dropped_bytes", freed)
         total = self._conn.execute("SELECT value FROM counters WHERE name = 'dropped_entries'").fetchone()[0]
@@ -232,28 +259,31 @@ class Spool:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
+                # The budget counts bodies as they will be in memory (uncompressed), not as stored.
+                columns = "id, kind, conversation_id, raw_size, attempts, created_at, lease_owner, lease_until"
                 if wanted is not None:
                     marks = ",".join("?" * len(wanted))
                     rows = self._conn.execute(
-                        "SELECT id, kind, conversation_id, body, attempts, created_at, lease_owner, lease_until "
-                        f"FROM entries WHERE conversation_id IN ({marks}) ORDER BY id",
+                        f"SELECT {columns} FROM entries WHERE conversation_id IN ({marks}) ORDER BY id",
                         tuple(wanted),
                     )
                 else:
-                    rows = self._conn.execute(
-                        "SELECT id, kind, conversation_id, body, attempts, created_at, lease_owner, lease_until "
-                        "FROM entries ORDER BY id LIMIT 5000"
-                    )
-                for entry_id, kind, cid, body, attempts, created, owner, until in rows.fetchall():
+                    rows = self._conn.execute(f"SELECT {columns} FROM entries ORDER BY id LIMIT 5000")
+                chosen: list[tuple[int, str, str, int, float]] = []
+                for entry_id, kind, cid, size, attempts, created, owner, until in rows.fetchall():
                     if cid in blocked:
                         continue
                     if until > now and owner != self._owner and _alive(owner):
                         blocked.add(cid)
                         continue
-                    if claimed and total + len(body) > max_bytes:
+                    if chosen and total + size > max_bytes:
                         break
-                    claimed.append(Entry(entry_id, kind, cid, bytes(body), attempts, created))
-                    total += len(body)
+                    chosen.append((entry_id, kind, cid, attempts, created))
+                    total += size
+                # Bodies are read only for the entries taken: a long spool never loads into memory at once.
+                for entry_id, kind, cid, attempts, created in chosen:
+                    body = self._conn.execute("SELECT body FROM entries WHERE id = ?", (entry_id,)).fetchone()[0]
+                    claimed.append(Entry(entry_id, kind, cid, _unpack(body), attempts, created))
                 if claimed:
                     self._conn.executemany(
                         "UPDATE entries SET lease_owner = ?, lease_until = ? WHERE id = ?",
@@ -287,11 +317,12 @@ class Spool:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 self._conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
-                for kind, cid, body in parts:
+                for kind, cid, raw in parts:
+                    body = _pack(raw)
                     cursor = self._conn.execute(
-                        "INSERT INTO entries (kind, conversation_id, body, size, created_at, lease_owner, lease_until) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (kind, cid, body, len(body), now, self._owner, now + LEASE_SECONDS),
+                        "INSERT INTO entries (kind, conversation_id, body, size, raw_size, created_at, lease_owner, "
+                        "lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (kind, cid, body, len(body), len(raw), now, self._owner, now + LEASE_SECONDS),
                     )
                     ids.append(int(cursor.lastrowid or 0))
                 self._conn.execute("COMMIT")
@@ -327,6 +358,7 @@ class Spool:
     ) -> None:
         """Keep a block the server refused for good, with its reason; remove it from the live entries."""
         now = time.time()
+        body = _pack(body)
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             if entry_id is not None:
@@ -349,7 +381,7 @@ class Spool:
     def dead_body(self, dead_id: int) -> bytes | None:
         with self._lock:
             row = self._conn.execute("SELECT body FROM dead WHERE id = ?", (dead_id,)).fetchone()
-        return bytes(row[0]) if row else None
+        return _unpack(row[0]) if row else None
 
     def requeue_dead(self, ids: Iterable[int] | None = None) -> int:
         """Move dead letters back into the live entries (after fixing what the server objected to)."""
@@ -357,8 +389,8 @@ class Spool:
             self._conn.execute("BEGIN IMMEDIATE")
             where, params = self._id_filter(ids)
             moved = self._conn.execute(
-                "INSERT INTO entries (kind, conversation_id, body, size, created_at, last_error) "
-                f"SELECT kind, conversation_id, body, size, created_at, reason FROM dead {where} ORDER BY id",
+                "INSERT INTO entries (kind, conversation_id, body, size, raw_size, created_at, last_error) "
+                f"SELECT kind, conversation_id, body, size, size * 10, created_at, reason FROM dead {where} ORDER BY id",
                 params,
             ).rowcount
             self._conn.execute(f"DELETE FROM dead {where}", params)

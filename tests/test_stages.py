@@ -52,7 +52,7 @@ def test_reader_turns_agentsight_events_into_records_and_skips_other_spans():
     assert found[0].conversation.name == "Support"
     kinds = [type(r).__name__ for r in found[0].records]
     assert kinds == ["Message", "Action"]
-    assert found[0].records[0].key.index == 0 and found[0].records[1].key.index == 2
+    assert found[0].records[0].key.event == 0 and found[0].records[1].key.event == 2
 
 
 # -- batch -----------------------------------------------------------------------------------------------------

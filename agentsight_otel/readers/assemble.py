@@ -155,4 +155,4 @@ def assemble(
                     response=responses.get(call.id or ""),
                 )
             )
-    return {k: sorted(v, key=lambda r: (r.timestamp_ns, r.key.index)) for k, v in out.items() if v}
+    return {k: sorted(v, key=lambda r: (r.timestamp_ns, r.key.event)) for k, v in out.items() if v}
