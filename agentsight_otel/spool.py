@@ -390,7 +390,8 @@ class Spool:
             where, params = self._id_filter(ids)
             moved = self._conn.execute(
                 "INSERT INTO entries (kind, conversation_id, body, size, raw_size, created_at, last_error) "
-                f"SELECT kind, conversation_id, body, size, size * 10, created_at, reason FROM dead {where} ORDER BY id",
+                "SELECT kind, conversation_id, body, size, size * 10, created_at, reason "  # ~10x: packed size
+                f"FROM dead {where} ORDER BY id",
                 params,
             ).rowcount
             self._conn.execute(f"DELETE FROM dead {where}", params)
