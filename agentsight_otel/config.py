@@ -166,7 +166,7 @@ def resolve_settings(
     if level is not None:
         level = str(level).strip().upper()
         if level not in LOG_LEVELS:
-            logger.warning("unknown log level %r; using INFO", level)
+            logger.warning("unknown log level in AGENTSIGHT_LOG_LEVEL or log_level=; using INFO")
             level = "INFO"
     raw_spool = pick(spool_dir, ENV_SPOOL_DIR)
     if raw_spool is False or (isinstance(raw_spool, str) and raw_spool.strip().lower() in SPOOL_OFF):
@@ -209,12 +209,13 @@ def _number(value: Any, name: str, env_name: str, default: float) -> float:
     """A positive number from an argument or an environment string, with an error naming both."""
     if value is None:
         return default
+    # The value is not echoed: a key pasted into the wrong variable must not end up in a log.
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} ({env_name}) must be a number, got {value!r}") from None
+        raise ValueError(f"{name} ({env_name}) must be a number") from None
     if number <= 0 or number != number:
-        raise ValueError(f"{name} ({env_name}) must be positive, got {value!r}")
+        raise ValueError(f"{name} ({env_name}) must be positive")
     return number
 
 

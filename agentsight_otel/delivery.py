@@ -92,7 +92,9 @@ def split_block(unit: Unit, limit: int) -> list[Unit] | None:
         families.setdefault(family, []).append(span)
     pieces: list[list[dict[str, Any]]] = []
     for family_spans in families.values():
-        if len(dumps(family_spans)) <= limit // 2 or len(family_spans) > 1:
+        # A turn's own span is cut only when it alone cannot fit: cutting gives its second half a new span id,
+        # which would duplicate messages on a server that already stored the whole turn.
+        if len(dumps(family_spans)) <= limit or len(family_spans) > 1:
             pieces.append(family_spans)
             continue
         span = family_spans[0]
@@ -230,9 +232,19 @@ class Delivery:
         undelivered = {u.conversation_id for u in ingest if not getattr(result.outcomes.get(id(u)), "delivered", False)}
         for unit in uploads:
             if unit.conversation_id in undelivered or self._outage:
-                self._to_spool([unit], "waiting for the conversation's messages to be delivered", result)
+                self._wait([unit], "waiting for the conversation's messages to be delivered", result)
             else:
                 self._upload(unit, deadline, result)
+
+    def _wait(self, units: list[Unit], reason: str, result: _Result) -> None:
+        """Not now, not a failure of the server: a spooled unit keeps its place, a new one joins the spool."""
+        spooled = [u.entry_id for u in units if u.entry_id is not None]
+        if spooled and self._spool is not None:
+            self._spool.release(spooled, reason)
+        for u in units:
+            if u.entry_id is not None:
+                result.outcomes[id(u)] = Outcome(False, reason, None, True)
+        self._to_spool([u for u in units if u.entry_id is None], reason, result)
 
     def _pack(self, units: list[Unit], result: _Result) -> list[list[Unit]]:
         """Requests of at most ``max_request_bytes``, splitting a block that is too large on its own."""
@@ -251,7 +263,7 @@ class Delivery:
         return [g for g in groups if g]
 
     def _split_to_fit(self, unit: Unit, result: _Result) -> list[Unit]:
-        pending, fitting = [unit], []
+        pending, fitting, buried = [unit], [], []
         while pending:
             piece = pending.pop()
             if len(piece.body) + len(_PREFIX) + 2 <= self.max_request_bytes:
@@ -260,13 +272,14 @@ class Delivery:
             parts = split_block(piece, self.max_request_bytes)
             if parts is None:
                 self._bury([piece], 413, "a single span is larger than the maximum request size", result)
+                buried.append(piece)
                 continue
             self.stats.splits += 1
             pending.extend(reversed(parts))
         fitting.reverse()
         if fitting != [unit]:
             self._link_parts(unit, fitting)
-            result.splits.append((unit, fitting))
+            result.splits.append((unit, fitting + buried))  # a buried piece makes the whole undelivered
         return fitting
 
     def _link_parts(self, whole: Unit, parts: list[Unit]) -> None:
@@ -330,13 +343,17 @@ class Delivery:
             return
         self._bury(group, status, reply.describe(), result)
 
+    def _ingest_pending(self, unit: Unit) -> bool:
+        """Whether the conversation's messages still wait in the spool (so its files must wait too)."""
+        return self._spool is not None and bool(self._spool.pending_ingest(unit.conversation_id))
+
     def _deadline(self, deadline: float | None) -> float:
         """The live path shares one deadline per export; replay gives each request its own timeout."""
         return deadline if deadline is not None else time.monotonic() + self._timeout
 
     def _merge_parts(self, whole: Unit, parts: list[Unit], result: _Result) -> None:
         outcomes = [result.outcomes.get(id(p)) for p in parts]
-        delivered = all(o is not None and o.delivered for o in outcomes)
+        delivered = bool(outcomes) and all(o is not None and o.delivered for o in outcomes)
         first_error = next((o.error for o in outcomes if o is not None and not o.delivered), None)
         spooled = any(o is not None and o.spooled for o in outcomes)
         result.outcomes[id(whole)] = Outcome(delivered, first_error, None, spooled)
@@ -360,9 +377,10 @@ class Delivery:
         if reply.ok:
             self._delivered([unit], reply, result)
         elif reply.status is None or reply.status in RETRYABLE_STATUSES or reply.status >= 500:
-            self._transient([unit], reply, result)
-        elif reply.status == 404 and lookup.status == 404:
-            self._transient([unit], reply, result)  # the conversation is not there yet: try again later
+            # Trouble with uploads alone must not hold back conversations: only the files wait.
+            self._wait([unit], self._describe(reply), result)
+        elif reply.status == 404 and lookup.status == 404 and self._ingest_pending(unit):
+            self._wait([unit], "the conversation is not stored yet", result)  # its messages are still queued
         else:
             self._bury([unit], reply.status, f"attachment upload refused: {reply.describe()}", result)
 
@@ -438,7 +456,7 @@ class Delivery:
 
     # -- replay --------------------------------------------------------------------------------------------
 
-    def replay_once(self) -> bool | None:
+    def replay_once(self, deadline: float | None = None) -> bool | None:
         """One replay round: the oldest spooled entries, sent under the same policy.
 
         Returns ``None`` when the spool had nothing ready, ``True`` when the round made progress (something
@@ -446,20 +464,25 @@ class Delivery:
         """
         if self._spool is None:
             return None
-        with self._replay_lock:
+        wait = -1 if deadline is None else max(deadline - time.monotonic(), 0)
+        if not self._replay_lock.acquire(timeout=wait):
+            return False
+        try:
             entries = self._spool.claim(max_bytes=self.max_request_bytes)
             if not entries:
                 return None
             self.stats.replay_rounds += 1
             units = [Unit(e.conversation_id, e.body, e.kind, (), e.id) for e in entries]
             result = _Result()
-            self._send(units, None, result)
+            self._send(units, deadline, result)
             return any(o.delivered or not o.spooled for o in result.outcomes.values())
+        finally:
+            self._replay_lock.release()
 
     def drain(self, deadline: float) -> bool:
         """Replay until the spool is empty or the deadline passes; True when nothing is left."""
         while time.monotonic() < deadline and not self._stop.is_set():
-            outcome = self.replay_once()
+            outcome = self.replay_once(deadline)
             if outcome is None:
                 return self._spool is None or not self._spool.has_entries()
             if outcome is False:

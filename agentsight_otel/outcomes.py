@@ -11,7 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-MAX_ENTRIES = 10_000
+MAX_ENTRIES = 100_000  # outcomes of rolled-over segments wait here until their send reports them
 
 
 @dataclass(frozen=True)

@@ -138,4 +138,4 @@ class TrackerSpanProcessor(SpanProcessor):
             self._cond.notify_all()
         worker = self._worker
         if worker is not None and worker is not threading.current_thread():
-            worker.join(5)
+            worker.join(2)  # bounded: at exit, what the worker has not finished stays spooled or is retried

@@ -146,16 +146,17 @@ class Spool:
         self._lock = threading.Lock()
         self._owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._conn = self._connect()
-        self._used_estimate = self._conn.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
+        self._pid = os.getpid()
+        self._used_estimate = self._db().execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
         if endpoint is not None:
             with self._lock:
-                self._conn.execute("INSERT OR REPLACE INTO info (name, value) VALUES ('endpoint', ?)", (endpoint,))
+                self._db().execute("INSERT OR REPLACE INTO info (name, value) VALUES ('endpoint', ?)", (endpoint,))
 
     @property
     def endpoint(self) -> str | None:
         """The AgentSight endpoint this spool's data is meant for."""
         with self._lock:
-            row = self._conn.execute("SELECT value FROM info WHERE name = 'endpoint'").fetchone()
+            row = self._db().execute("SELECT value FROM info WHERE name = 'endpoint'").fetchone()
         return row[0] if row else None
 
     def __repr__(self) -> str:
@@ -171,14 +172,22 @@ class Spool:
         return conn
 
     def after_fork(self) -> None:
-        """A SQLite connection must not cross a fork: the child opens its own and takes a new lease owner."""
+        """A SQLite connection must not cross a fork: the child opens its own (on first use, not in the fork hook,
+        where another thread may have held SQLite's mutex) and takes a new lease owner."""
         self._lock = threading.Lock()
         self._owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._conn = self._connect()
+        self._pid = -1
+
+    def _db(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():
+            self._conn = self._connect()
+            self._pid = os.getpid()
+        return self._conn
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._pid == os.getpid():
+                self._conn.close()
 
     # -- writing -------------------------------------------------------------------------------------------
 
@@ -193,17 +202,17 @@ class Spool:
         packed = [(kind, cid, _pack(body), len(body)) for kind, cid, body in items]
         incoming = sum(len(body) for _, _, body, _ in packed)
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._db().execute("BEGIN IMMEDIATE")
             try:
                 self._make_room(incoming)
-                self._conn.executemany(
+                self._db().executemany(
                     "INSERT INTO entries (kind, conversation_id, body, size, raw_size, created_at, last_error) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [(kind, cid, body, len(body), raw, now, error) for kind, cid, body, raw in packed],
                 )
-                self._conn.execute("COMMIT")
+                self._db().execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._db().execute("ROLLBACK")
                 raise
 
     def _make_room(self, incoming: int) -> None:
@@ -212,22 +221,22 @@ class Spool:
         if self._used_estimate + incoming <= self.max_bytes * 0.9:
             self._used_estimate += incoming
             return
-        used = self._conn.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
+        used = self._db().execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
         self._used_estimate = used + incoming
         excess = used + incoming - self.max_bytes
         if excess <= 0:
             return
         dropped, freed = 0, 0
-        for entry_id, size in self._conn.execute("SELECT id, size FROM entries ORDER BY id").fetchall():
+        for entry_id, size in self._db().execute("SELECT id, size FROM entries ORDER BY id").fetchall():
             if freed >= excess:
                 break
-            self._conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+            self._db().execute("DELETE FROM entries WHERE id = ?", (entry_id,))
             dropped += 1
             freed += size
         self._used_estimate -= freed
         self._bump("dropped_entries", dropped)
         self._bump("dropped_bytes", freed)
-        total = self._conn.execute("SELECT value FROM counters WHERE name = 'dropped_entries'").fetchone()[0]
+        total = self._db().execute("SELECT value FROM counters WHERE name = 'dropped_entries'").fetchone()[0]
         logger.error(
             "AgentSight spool %s is full (%d bytes): dropped the %d oldest undelivered entries (%d bytes); "
             "%d dropped since the spool was created",
@@ -239,7 +248,7 @@ class Spool:
         )
 
     def _bump(self, name: str, by: int) -> None:
-        self._conn.execute(
+        self._db().execute(
             "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
             (name, by, by),
         )
@@ -257,18 +266,18 @@ class Spool:
         blocked: set[str] = set()
         total = 0
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._db().execute("BEGIN IMMEDIATE")
             try:
                 # The budget counts bodies as they will be in memory (uncompressed), not as stored.
                 columns = "id, kind, conversation_id, raw_size, attempts, created_at, lease_owner, lease_until"
                 if wanted is not None:
                     marks = ",".join("?" * len(wanted))
-                    rows = self._conn.execute(
+                    rows = self._db().execute(
                         f"SELECT {columns} FROM entries WHERE conversation_id IN ({marks}) ORDER BY id",
                         tuple(wanted),
                     )
                 else:
-                    rows = self._conn.execute(f"SELECT {columns} FROM entries ORDER BY id LIMIT 5000")
+                    rows = self._db().execute(f"SELECT {columns} FROM entries ORDER BY id LIMIT 5000")
                 chosen: list[tuple[int, str, str, int, float]] = []
                 for entry_id, kind, cid, size, attempts, created, owner, until in rows.fetchall():
                     if cid in blocked:
@@ -282,28 +291,28 @@ class Spool:
                     total += size
                 # Bodies are read only for the entries taken: a long spool never loads into memory at once.
                 for entry_id, kind, cid, attempts, created in chosen:
-                    body = self._conn.execute("SELECT body FROM entries WHERE id = ?", (entry_id,)).fetchone()[0]
+                    body = self._db().execute("SELECT body FROM entries WHERE id = ?", (entry_id,)).fetchone()[0]
                     claimed.append(Entry(entry_id, kind, cid, _unpack(body), attempts, created))
                 if claimed:
-                    self._conn.executemany(
+                    self._db().executemany(
                         "UPDATE entries SET lease_owner = ?, lease_until = ? WHERE id = ?",
                         [(self._owner, now + LEASE_SECONDS, e.id) for e in claimed],
                     )
-                self._conn.execute("COMMIT")
+                self._db().execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._db().execute("ROLLBACK")
                 raise
         return claimed
 
     def delete(self, ids: Iterable[int]) -> None:
         """Entries the server accepted."""
         with self._lock:
-            self._conn.executemany("DELETE FROM entries WHERE id = ?", [(i,) for i in ids])
+            self._db().executemany("DELETE FROM entries WHERE id = ?", [(i,) for i in ids])
 
     def release(self, ids: Iterable[int], error: str) -> None:
         """Entries that could not be delivered this time: back in line, with the reason."""
         with self._lock:
-            self._conn.executemany(
+            self._db().executemany(
                 "UPDATE entries SET attempts = attempts + 1, last_error = ?, lease_owner = NULL, lease_until = 0 "
                 "WHERE id = ?",
                 [(error, i) for i in ids],
@@ -314,20 +323,20 @@ class Spool:
         now = time.time()
         ids = []
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._db().execute("BEGIN IMMEDIATE")
             try:
-                self._conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+                self._db().execute("DELETE FROM entries WHERE id = ?", (entry_id,))
                 for kind, cid, raw in parts:
                     body = _pack(raw)
-                    cursor = self._conn.execute(
+                    cursor = self._db().execute(
                         "INSERT INTO entries (kind, conversation_id, body, size, raw_size, created_at, lease_owner, "
                         "lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (kind, cid, body, len(body), len(raw), now, self._owner, now + LEASE_SECONDS),
                     )
                     ids.append(int(cursor.lastrowid or 0))
-                self._conn.execute("COMMIT")
+                self._db().execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._db().execute("ROLLBACK")
                 raise
         return ids
 
@@ -341,15 +350,23 @@ class Spool:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                rows = self._conn.execute(
+                rows = self._db().execute(
                     f"SELECT DISTINCT conversation_id FROM entries WHERE conversation_id IN ({marks})", chunk
                 )
                 found.update(r[0] for r in rows)
         return found
 
+    def pending_ingest(self, conversation_id: str) -> bool:
+        """Whether messages of this conversation still wait to be delivered."""
+        with self._lock:
+            row = self._db().execute(
+                "SELECT 1 FROM entries WHERE conversation_id = ? AND kind = ? LIMIT 1", (conversation_id, KIND_INGEST)
+            ).fetchone()
+        return row is not None
+
     def has_entries(self) -> bool:
         with self._lock:
-            return self._conn.execute("SELECT 1 FROM entries LIMIT 1").fetchone() is not None
+            return self._db().execute("SELECT 1 FROM entries LIMIT 1").fetchone() is not None
 
     # -- dead letters --------------------------------------------------------------------------------------
 
@@ -360,19 +377,19 @@ class Spool:
         now = time.time()
         body = _pack(body)
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._db().execute("BEGIN IMMEDIATE")
             if entry_id is not None:
-                self._conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
-            self._conn.execute(
+                self._db().execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+            self._db().execute(
                 "INSERT INTO dead (kind, conversation_id, body, size, created_at, failed_at, status, reason) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (kind, conversation_id, body, len(body), now, now, status, reason),
             )
-            self._conn.execute("COMMIT")
+            self._db().execute("COMMIT")
 
     def dead_letters(self, limit: int = 100) -> list[DeadEntry]:
         with self._lock:
-            rows = self._conn.execute(
+            rows = self._db().execute(
                 "SELECT id, kind, conversation_id, size, failed_at, status, reason FROM dead ORDER BY id LIMIT ?",
                 (limit,),
             ).fetchall()
@@ -380,22 +397,22 @@ class Spool:
 
     def dead_body(self, dead_id: int) -> bytes | None:
         with self._lock:
-            row = self._conn.execute("SELECT body FROM dead WHERE id = ?", (dead_id,)).fetchone()
+            row = self._db().execute("SELECT body FROM dead WHERE id = ?", (dead_id,)).fetchone()
         return _unpack(row[0]) if row else None
 
     def requeue_dead(self, ids: Iterable[int] | None = None) -> int:
         """Move dead letters back into the live entries (after fixing what the server objected to)."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._db().execute("BEGIN IMMEDIATE")
             where, params = self._id_filter(ids)
-            moved = self._conn.execute(
+            moved = self._db().execute(
                 "INSERT INTO entries (kind, conversation_id, body, size, raw_size, created_at, last_error) "
                 "SELECT kind, conversation_id, body, size, size * 10, created_at, reason "  # ~10x: packed size
                 f"FROM dead {where} ORDER BY id",
                 params,
             ).rowcount
-            self._conn.execute(f"DELETE FROM dead {where}", params)
-            self._conn.execute("COMMIT")
+            self._db().execute(f"DELETE FROM dead {where}", params)
+            self._db().execute("COMMIT")
         return moved
 
     def discard(self, *, dead: bool, ids: Iterable[int] | None = None) -> int:
@@ -403,7 +420,7 @@ class Spool:
         table = "dead" if dead else "entries"
         where, params = self._id_filter(ids)
         with self._lock:
-            return self._conn.execute(f"DELETE FROM {table} {where}", params).rowcount
+            return self._db().execute(f"DELETE FROM {table} {where}", params).rowcount
 
     @staticmethod
     def _id_filter(ids: Iterable[int] | None) -> tuple[str, tuple[int, ...]]:
@@ -416,14 +433,14 @@ class Spool:
 
     def stats(self) -> SpoolStats:
         with self._lock:
-            entries, size, oldest, conversations = self._conn.execute(
+            entries, size, oldest, conversations = self._db().execute(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(created_at), COUNT(DISTINCT conversation_id) FROM entries"
             ).fetchone()
-            last_error = self._conn.execute(
+            last_error = self._db().execute(
                 "SELECT last_error FROM entries WHERE last_error IS NOT NULL ORDER BY id DESC LIMIT 1"
             ).fetchone()
-            dead, dead_bytes = self._conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM dead").fetchone()
-            counters = dict(self._conn.execute("SELECT name, value FROM counters").fetchall())
+            dead, dead_bytes = self._db().execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM dead").fetchone()
+            counters = dict(self._db().execute("SELECT name, value FROM counters").fetchall())
         return SpoolStats(
             entries=entries,
             bytes=size,

@@ -13,8 +13,10 @@ import bisect
 import contextvars
 import logging
 import math
+import os
 import threading
 import time
+import weakref
 from array import array
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -240,6 +242,14 @@ class ConversationTracker:
         self._atexit_registered = False
         self._warned_not_recording = False
 
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_fork_hook(self))
+
+    def _after_fork(self) -> None:
+        """In a forked child: what the parent tracked is the parent's to send; the child starts empty."""
+        self._lock = threading.RLock()
+        self._buckets = {}
+
     def __repr__(self) -> str:
         return f"ConversationTracker(conversations={len(self._buckets)}, current={self._current!r})"
 
@@ -291,8 +301,10 @@ class ConversationTracker:
                 if value is not UNSET:
                     self._options[name] = value
                     changed = True
-            if changed:
-                self._exporter = None  # rebuilt from the new options at the next export
+            if changed and self._exporter is not None:
+                # Rebuilt from the new options at the next export; the old one's threads and files are released.
+                self._exporter.shutdown()
+                self._exporter = None
             if conversation_id is not UNSET:
                 self._set_current(conversation_id)
             if tracer_provider is not UNSET:
@@ -916,6 +928,18 @@ class ConversationTracker:
                     self._exporter = None
         except Exception:  # noqa: BLE001 - runs at exit; must not raise
             logger.exception("agentsight tracker shutdown failed")
+
+
+def _fork_hook(tracker: ConversationTracker) -> Any:
+    """An after-fork callback that does not keep the tracker alive."""
+    ref = weakref.ref(tracker)
+
+    def hook() -> None:
+        alive = ref()
+        if alive is not None:
+            alive._after_fork()
+
+    return hook
 
 
 def _event_limit(provider: Any) -> int:

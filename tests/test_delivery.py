@@ -260,3 +260,51 @@ def test_without_a_spool_an_outage_does_not_stop_later_exports(faulty):
     assert exporter.export(_spans("nospool-2")) is SpanExportResult.SUCCESS
     assert len(_contents(faulty, "nospool-2")) == 3
     exporter.shutdown()
+
+
+def test_an_upload_outage_neither_duplicates_nor_blocks_other_data(faulty):
+    faulty.set_faults(Faults(status_rates={503: 1.0}, paths=("/api/attachments/",)))
+    t = ConversationTracker()
+    t.configure(api_key=faulty.api_key, endpoint=faulty.url, timeout=1)
+    files = [{"filename": "a.txt", "mime_type": "text/plain", "data": "aGk="}]
+    t.track_attachments(files, conversation_id="files-1")
+    t.send_tracked_data(conversation_id="files-1")
+    exporter = t._exporter_for_export()
+    assert exporter.spool.stats().entries == 1  # the upload waits; the messages went through
+    t.track_human_message("unrelated", conversation_id="other-1")
+    assert t.send_tracked_data(conversation_id="other-1")["summary"]["errors"] == 0
+    faulty.set_faults(None)
+    wait_until(lambda: exporter.spool.stats().entries == 0, timeout=60, interval=0.1)
+    assert [name for name, _ in faulty.attachment_bytes("files-1")] == ["a.txt"]
+    t.shutdown()
+
+
+def test_a_block_too_large_to_send_is_reported_as_not_delivered(faulty):
+    t = ConversationTracker()
+    t.configure(api_key=faulty.api_key, endpoint=faulty.url)
+    t._exporter_for_export()._delivery.max_request_bytes = 8_000
+    t.track_action("big", response="x" * 12_000, conversation_id="huge-1")
+    report = t.send_tracked_data(conversation_id="huge-1")
+    assert report["items"][0]["success"] is False and "413" in report["items"][0]["error"]
+    assert [d.status for d in t._exporter_for_export().spool.dead_letters()] == [413]
+    t.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_a_forked_child_does_not_send_what_the_parent_tracked(faulty):
+    t = ConversationTracker()
+    t.configure(api_key=faulty.api_key, endpoint=faulty.url)
+    t.track_human_message("user asks", conversation_id="forked")
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if t.get_tracked_data_summary(conversation_id="forked")["summary"]["total"] == 0 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    t.track_agent_message("parent answers", conversation_id="forked")
+    assert t.send_tracked_data(conversation_id="forked")["summary"]["errors"] == 0
+    assert _contents(faulty, "forked") == ["user asks", "parent answers"]
+    t.shutdown()

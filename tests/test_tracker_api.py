@@ -370,3 +370,15 @@ def test_a_key_pasted_into_the_endpoint_is_not_echoed(t):
     with pytest.raises(ValueError) as err:
         t.configure(endpoint=key)
     assert key not in str(err.value)
+
+
+def test_a_key_pasted_into_another_setting_is_not_echoed(monkeypatch):
+    from agentsight_otel.config import resolve_settings
+
+    key = "ags_1a2b3c4d5e6f7890abcdef1234567890_a1b2c3"
+    for name in ("AGENTSIGHT_TIMEOUT", "AGENTSIGHT_EXIT_TIMEOUT", "AGENTSIGHT_SPOOL_MAX_BYTES"):
+        monkeypatch.setenv(name, key)
+        with pytest.raises(ValueError) as err:
+            resolve_settings()
+        assert key not in str(err.value) and name in str(err.value)
+        monkeypatch.delenv(name)
