@@ -38,6 +38,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     def banner(server: LocalServer) -> None:
         print(f"AgentSight-compatible server listening on {server.url} (database: {args.db})")
+        print(f"Transcript viewer: {server.url}/")
         print("Point the tracker or exporter at it with:")
         print(f"  export AGENTSIGHT_API_ENDPOINT={server.url}")
         print(f"  export AGENTSIGHT_API_KEY={key}   # a key for this local server only")
@@ -118,7 +119,12 @@ def _spool_cmd(args: argparse.Namespace) -> int:
 def _replay(spool: Spool, timeout: float) -> int:
     from .exporter import AgentSightSpanExporter
 
-    exporter = AgentSightSpanExporter(endpoint=spool.endpoint) if spool.endpoint else AgentSightSpanExporter()
+    directory = str(spool.path.parent)  # the spool that was shown, not the default one
+    exporter = (
+        AgentSightSpanExporter(endpoint=spool.endpoint, spool_dir=directory)
+        if spool.endpoint
+        else AgentSightSpanExporter(spool_dir=directory)
+    )
     if exporter.spool is None:
         print("  cannot replay: set AGENTSIGHT_API_KEY (and AGENTSIGHT_API_ENDPOINT) first")
         return 2
@@ -137,6 +143,14 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run
 
     return run(keep_serving=args.keep_serving)
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from .tail import run
+
+    return run(
+        url=args.url, api_key=args.api_key, conversation=args.conversation, interval=args.interval, last=args.lines
+    )
 
 
 def _bridge(args: argparse.Namespace) -> int:
@@ -205,6 +219,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="track a sample conversation and print what AgentSight stored")
     demo.add_argument("--keep-serving", action="store_true", help="keep the local server running afterwards")
     demo.set_defaults(func=_demo)
+
+    tail = commands.add_parser("tail", help="follow the local server in the terminal, one line per new item")
+    tail.add_argument("--url", help="the server (default AGENTSIGHT_API_ENDPOINT, else http://127.0.0.1:8787)")
+    tail.add_argument(
+        "--api-key", help="its key (default AGENTSIGHT_API_KEY; not needed when the server is bound to loopback)"
+    )
+    tail.add_argument("--conversation", metavar="ID", help="follow only this conversation id")
+    tail.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between polls (default 1)")
+    tail.add_argument(
+        "--lines", type=int, default=10, metavar="N", help="items already stored to show first (default 10; 0: none)"
+    )
+    tail.set_defaults(func=_tail)
 
     serve = commands.add_parser("serve", help="run the local AgentSight-compatible server")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

@@ -160,7 +160,7 @@ class Delivery:
         self._wake = threading.Event()
         self._replayer: threading.Thread | None = None
         self._replay_lock = threading.Lock()
-        self._idle = False
+        self._backing_off = False
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -504,14 +504,14 @@ class Delivery:
             else:
                 failures += 1
                 delay = min(REPLAY_MAX_BACKOFF_S, 0.5 * 2 ** min(failures, 10)) * random.uniform(0.8, 1.2)
-            self._idle = outcome is None
+            self._backing_off = failures > 0
             self._wake.wait(delay)
             self._wake.clear()
 
     def _nudge(self) -> None:
-        """New data went to the spool: an idle replayer starts its backoff now; a backing-off one keeps its pace."""
-        if self._idle:
-            self._idle = False
+        """New data went to the spool: a replayer that is not backing off looks at it now (it keeps its pace
+        otherwise, so an outage is not hammered at the rate data arrives)."""
+        if not self._backing_off:
             self._wake.set()
 
 

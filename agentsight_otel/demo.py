@@ -120,8 +120,13 @@ def run(print_: Callable[[str], None] = print, keep_serving: bool = False) -> in
                 print_("the local server stored nothing for the conversation")
                 return 1
             print_("\nTranscript as the server stored it:\n" + format_transcript(transcript))
+            if not keep_serving:
+                print_(f"\nViewer: {server.url}/ (it stops with the demo: add --keep-serving to browse it)")
             if keep_serving:
-                print_(f"\nServing {server.url} until interrupted (Ctrl-C)")
+                page = f"{server.url}/conversations/{transcript['conversation']['id']}/"
+                print_(f"\nViewer: {server.url}/  (this conversation: {page})")
+                print_(f"Follow it in a terminal: agentsight-otel tail --url {server.url}")
+                print_(f"Serving {server.url} until interrupted (Ctrl-C)")
                 try:
                     while True:
                         time.sleep(3600)

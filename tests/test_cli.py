@@ -39,7 +39,7 @@ def test_serve_answers_on_loopback_and_prints_how_to_connect(tmp_path):
         env=_env(),
     )
     try:
-        banner = [proc.stdout.readline() for _ in range(4)]
+        banner = [proc.stdout.readline() for _ in range(5)]
         url = re.search(r"http://127\.0\.0\.1:\d+", banner[0]).group(0)
         key = re.search(r"AGENTSIGHT_API_KEY=(\S+)", "".join(banner)).group(1)
         me = requests.get(url + "/api/me/", headers={"Authorization": f"Api-Key {key}"}, timeout=10)

@@ -17,12 +17,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
-from . import views
+from . import feed, viewer, views
 from .bodies import BadBody, BodyTooLarge, inflate_gzip
 from .faults import INGEST_PATH, FaultInjector, FaultPlan, Faults
 from .keys import generate_api_key, is_well_formed, normalise_key
 from .store import Store
 from .timeutil import utc_now
+from .viewer_auth import ViewerAccess
 from .views import ApiError, Request, Response, ServerState, json_response
 
 logger = logging.getLogger("agentsight_otel.localserver")
@@ -48,6 +49,8 @@ class Route:
     pattern: re.Pattern[str]
     methods: dict[str, View]
     ingest: bool = False  # ingest answers auth failures with 403 and may accept gzip
+    viewer: bool = False  # the transcript viewer: keyless on loopback, key or session cookie elsewhere (viewer_auth)
+    public: bool = False  # viewer assets (stylesheet, script, icon): no auth at all
 
 
 ROUTES = (
@@ -65,6 +68,19 @@ ROUTES = (
     ),
     Route(re.compile(r"/api/attachments/"), {"POST": views.create_attachments}),
     Route(re.compile(r"/api/attachments/([0-9]{1,18})/download/"), {"GET": views.download_attachment}),
+    Route(re.compile(r"/api/feed/"), {"GET": feed.feed}),
+    # the transcript viewer (viewer.py): HTML pages, the JSON they poll, downloads, sign-in, assets
+    Route(re.compile(r"/"), {"GET": viewer.index}, viewer=True),
+    Route(re.compile(r"/conversations/([0-9]{1,18})/"), {"GET": viewer.conversation_page}, viewer=True),
+    Route(re.compile(r"/viewer/api/conversations/"), {"GET": viewer.api_conversations}, viewer=True),
+    Route(re.compile(r"/viewer/api/conversations/([0-9]{1,18})/"), {"GET": viewer.api_conversation}, viewer=True),
+    Route(re.compile(r"/viewer/api/feed/"), {"GET": viewer.api_feed}, viewer=True),
+    Route(re.compile(r"/viewer/attachments/([0-9]{1,18})/download/"), {"GET": viewer.download}, viewer=True),
+    Route(re.compile(r"/login/"), {"GET": viewer.login, "POST": viewer.login}, viewer=True),
+    Route(re.compile(r"/logout/"), {"POST": viewer.logout}, viewer=True),
+    Route(re.compile(r"/static/viewer\.css"), {"GET": viewer.static_css}, viewer=True, public=True),
+    Route(re.compile(r"/static/viewer\.js"), {"GET": viewer.static_js}, viewer=True, public=True),
+    Route(re.compile(r"/static/favicon\.svg"), {"GET": viewer.favicon}, viewer=True, public=True),
 )
 
 
@@ -233,12 +249,13 @@ class _Handler(BaseHTTPRequestHandler):
         plan = self.backend.faults.plan(url.path)
         if plan is not None:
             self._inject_before(plan)
-        role = self._authenticate(route)
+        headers = {name.lower(): value for name, value in self.headers.items()} if route.viewer else {}
+        role = self._viewer_role(route, headers) if route.viewer else self._authenticate(route)
         view = route.methods.get(self.command)
         if view is None:
             allow = ", ".join(sorted(route.methods))
             raise ApiError(405, {"detail": f'Method "{self.command}" not allowed.'}, {"Allow": allow})
-        if self.command in WRITE_METHODS and role != "write":
+        if self.command in WRITE_METHODS and role != "write" and not route.viewer:
             raise ApiError(403, {"detail": NO_PERMISSION})
         request = Request(
             method=self.command,
@@ -248,6 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
             body=self._read_body(route),
             role=role,
             base_url=f"http://{self.headers.get('Host') or self._server_host()}",
+            headers=headers,
         )
         response = view(self.backend.state, request, *match.groups())
         if plan is not None and plan.accept_then_fail and 200 <= response.status < 300:
@@ -323,6 +341,15 @@ class _Handler(BaseHTTPRequestHandler):
         if role is None:
             raise ApiError(status, {"detail": INVALID_KEY}, headers)
         return role
+
+    def _viewer_role(self, route: Route, headers: dict[str, str]) -> str:
+        """The viewer's rule (viewer_auth): "viewer" when the request may read, "" when it must sign in first."""
+        access = self.backend.state.viewer
+        if route.public or access is None:
+            return ""
+        if not access.host_allowed(headers):
+            raise ApiError(403, {"detail": viewer.HOST_NOT_ALLOWED})
+        return access.role_for(headers)
 
     def _parse_length(self) -> int | None:
         """Declared body length; None when it cannot be known (chunked or malformed)."""
@@ -449,6 +476,8 @@ class LocalServer:
     """A local AgentSight-compatible API server (SQLite-backed) for demos, tests and offline development.
 
     Usage: ``with LocalServer() as srv: ...`` then point a client at ``srv.url`` with ``srv.api_key``.
+    The transcript viewer is at ``srv.url + "/"``: keyless when bound to loopback (unless
+    ``viewer_requires_key=True``), otherwise it asks for a key (see viewer_auth.py).
     """
 
     def __init__(
@@ -463,6 +492,7 @@ class LocalServer:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         environments: Iterable[str] = DEFAULT_ENVIRONMENTS,
         faults: Faults | None = None,
+        viewer_requires_key: bool = False,
     ) -> None:
         if max_body_bytes <= 0:
             raise ValueError("max_body_bytes must be positive")
@@ -471,7 +501,8 @@ class LocalServer:
         self._host = host
         self._requested_port = port
         self._store = Store(db_path)
-        state = ServerState(self._store, slugs, bool(gzip_ingest), utc_now())
+        viewer_access = ViewerAccess(host, roles, require_key=viewer_requires_key)
+        state = ServerState(self._store, slugs, bool(gzip_ingest), utc_now(), viewer_access)
         self._backend = _Backend(roles, state, max_body_bytes, faults)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None

@@ -385,3 +385,43 @@ class Store:
         """Return one upload with its bytes, or None."""
         rows = self._query("SELECT * FROM attachments WHERE id = ?", (attachment_id,))
         return dict(rows[0]) if rows else None
+
+    # -- change feed (the viewer and `agentsight-otel tail`) ---------------------------------------------
+
+    def span_seq(self) -> int:
+        """The arrival sequence number (rowid) of the newest stored span; 0 when there is none.
+
+        Spans are never updated or deleted (so rowids only grow) and writes are serialised, so a reader that has
+        seen sequence N has seen every span up to N: `spans_after(N)` returns exactly what arrived since.
+        """
+        return int(self._query("SELECT COALESCE(MAX(rowid), 0) FROM spans")[0][0])
+
+    def spans_after(self, seq: int, pk: int | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        """Spans that arrived after sequence `seq`, oldest first, each with its `seq` and `conversation_pk`."""
+        where = "rowid > ?" + ("" if pk is None else " AND conversation_pk = ?")
+        params: tuple[Any, ...] = (seq,) if pk is None else (seq, pk)
+        rows = self._query(
+            f"SELECT rowid AS seq, conversation_pk, {_SPAN_COLUMNS} FROM spans WHERE {where} ORDER BY rowid LIMIT ?",
+            (*params, limit),
+        )
+        return [_span_row(row) for row in rows]
+
+    def last_spans(self, count: int, pk: int | None = None) -> list[dict[str, Any]]:
+        """The `count` newest spans that can hold transcript items (not `conversation` spans), oldest first."""
+        where = "kind != 'conversation'" + ("" if pk is None else " AND conversation_pk = ?")
+        params: tuple[Any, ...] = () if pk is None else (pk,)
+        rows = self._query(
+            f"SELECT rowid AS seq, conversation_pk, {_SPAN_COLUMNS} FROM spans WHERE {where} "
+            "ORDER BY rowid DESC LIMIT ?",
+            (*params, count),
+        )
+        return [_span_row(row) for row in reversed(rows)]
+
+    def content_counts(self) -> dict[int, tuple[int, int]]:
+        """(stored spans, uploads) per conversation pk, in two grouped queries; used to tell what changed."""
+        with self._lock:
+            spans = self._conn.execute("SELECT conversation_pk, COUNT(*) FROM spans GROUP BY conversation_pk")
+            span_counts = {int(pk): int(n) for pk, n in spans.fetchall()}
+            uploads = self._conn.execute("SELECT conversation_pk, COUNT(*) FROM attachments GROUP BY conversation_pk")
+            upload_counts = {int(pk): int(n) for pk, n in uploads.fetchall()}
+        return {pk: (span_counts.get(pk, 0), upload_counts.get(pk, 0)) for pk in span_counts.keys() | upload_counts}

@@ -22,6 +22,7 @@ from .validate import (
     validate_ingest,
     validate_legacy_conversation,
 )
+from .viewer_auth import ViewerAccess
 
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 100
@@ -38,6 +39,7 @@ class ServerState:
     environments: tuple[str, ...]
     gzip_ingest: bool
     started_at: str
+    viewer: ViewerAccess | None = None  # who may read the transcript viewer (viewer_auth.py)
 
     @property
     def default_environment(self) -> str:
@@ -56,6 +58,7 @@ class Request:
     body: bytes
     role: str
     base_url: str
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names (the viewer reads Cookie, Origin)
 
     def param(self, name: str) -> str | None:
         """Return the first value of a query parameter."""
