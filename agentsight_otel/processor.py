@@ -24,8 +24,9 @@ from .exporter import AgentSightSpanExporter
 
 logger = logging.getLogger("agentsight_otel")
 
-DEFAULT_MAX_QUEUE = 64
-BATCH_SPANS = 32
+DEFAULT_MAX_QUEUE = 512
+MAX_QUEUED_EVENTS = 32_768  # memory bound: queued segments hold their events until exported
+BATCH_SPANS = 256  # one request carries many conversations' segments
 
 
 class TrackerSpanProcessor(SpanProcessor):
@@ -44,6 +45,7 @@ class TrackerSpanProcessor(SpanProcessor):
         # Also the after-fork hook: the child starts with an empty queue and never resends the parent's spans.
         self._cond = threading.Condition()
         self._queue: deque[ReadableSpan] = deque()
+        self._queued_events = 0
         self._in_flight: set[int] = set()  # trace ids the worker is exporting right now
         self._worker: threading.Thread | None = None
         self._closed = False
@@ -67,11 +69,17 @@ class TrackerSpanProcessor(SpanProcessor):
                 earlier = [s for s in self._queue if s.context is not None and s.context.trace_id == ctx.trace_id]
                 for s in earlier:
                     self._queue.remove(s)
+                    self._queued_events -= len(s.events)
                 # Earlier segments of this conversation being exported by the worker: let them finish first.
                 while ctx.trace_id in self._in_flight:
                     self._cond.wait(0.1)
-            elif len(self._queue) < self._max_queue and not self._closed:
+            elif (
+                len(self._queue) < self._max_queue
+                and self._queued_events + len(span.events) <= MAX_QUEUED_EVENTS
+                and not self._closed
+            ):
                 self._queue.append(span)
+                self._queued_events += len(span.events)
                 self._ensure_worker()
                 self._cond.notify_all()
                 return
@@ -79,6 +87,12 @@ class TrackerSpanProcessor(SpanProcessor):
             self._exporter().export([*earlier, span])
         else:
             self._exporter().spool_spans([span], "the tracker's export queue was full")
+
+    def _take(self, count: int) -> list[ReadableSpan]:
+        """Up to ``count`` queued spans, oldest first (the caller holds the condition)."""
+        batch = [self._queue.popleft() for _ in range(min(count, len(self._queue)))]
+        self._queued_events -= sum(len(s.events) for s in batch)
+        return batch
 
     def _ensure_worker(self) -> None:
         if self._worker is None or not self._worker.is_alive():
@@ -92,7 +106,7 @@ class TrackerSpanProcessor(SpanProcessor):
                     self._cond.wait()
                 if not self._queue and self._closed:
                     return
-                batch = [self._queue.popleft() for _ in range(min(BATCH_SPANS, len(self._queue)))]
+                batch = self._take(BATCH_SPANS)
                 traces = {s.context.trace_id for s in batch if s.context is not None}
                 self._in_flight |= traces
             try:
@@ -128,7 +142,7 @@ class TrackerSpanProcessor(SpanProcessor):
                         return True
                     self._cond.wait(min(0.05, max(deadline - time.monotonic(), 0)))
                     continue
-                batch = [self._queue.popleft() for _ in range(min(BATCH_SPANS, len(self._queue)))]
+                batch = self._take(BATCH_SPANS)
             self._exporter().export(batch)
         return False
 

@@ -859,12 +859,18 @@ class ConversationTracker:
         summary["total"] = len(types)
         return {"items": out, "summary": summary, "conversation_id": cid}
 
-    def send_tracked_data(self, *, conversation_id: Any = None, timeout: float | None = None) -> dict[str, Any]:
+    def send_tracked_data(
+        self, *, conversation_id: Any = None, timeout: float | None = None, wait: bool = True
+    ) -> dict[str, Any]:
         """Send what was tracked for the current conversation now, and say per item what AgentSight answered.
 
         Raises :class:`NoDataToSendException` when nothing was tracked. Never raises for network reasons:
         failed items carry ``success: False`` and an ``error`` (``spooled: True`` when the data waits on disk
         and will be delivered later). Token counters start again from zero.
+
+        ``wait=False`` hands the items to the background sender instead and returns at once: one request then
+        carries many conversations, for programs that send faster than one round trip per conversation allows.
+        Items are reported ``queued: True``; what cannot be delivered later goes to the spool, as always.
         """
         cid = self._peek(conversation_id)
         with self._lock:
@@ -873,10 +879,12 @@ class ConversationTracker:
                 raise NoDataToSendException(f"no tracked data to send for conversation {cid!r}")
             del self._buckets[bucket.conversation_id]  # exactly one concurrent sender gets the items
             processor = self._processor
-            if bucket.span is not None and processor is not None:
+            if bucket.span is not None and processor is not None and wait:
                 processor.export_now(*bucket.span_key)
         if bucket.span is not None:
             bucket.span.end()  # outside the lock: other threads keep tracking while this one sends
+        if not wait:
+            return _queued_report(bucket)
         if processor is not None and bucket.segment_keys:
             processor.wait_idle(bucket.segment_keys[0][0], timeout or 30)
         self._flush_foreign(timeout)
@@ -1003,6 +1011,17 @@ def _preview(item_type: str, d: dict[str, Any]) -> dict[str, Any]:
     if item_type == "button":
         return {"label": d.get("label"), "value": d.get("value"), "event": d.get("button_event")}
     return {}
+
+
+def _queued_report(bucket: _Bucket) -> dict[str, Any]:
+    summary = dict.fromkeys(("questions", "answers", "attachments", "actions", "buttons", "errors"), 0)
+    items = []
+    for index, code in enumerate(bucket.types):
+        item_type = ITEM_TYPES[code]
+        items.append({"index": index, "type": item_type, "timestamp": _iso(bucket.stamps[index]), "queued": True})
+        if item_type != "conversation":
+            summary[_PLURAL[item_type]] += 1
+    return {"items": items, "summary": summary, "queued": True}
 
 
 def _send_report(

@@ -7,6 +7,7 @@ import email.utils
 import gzip
 import logging
 import math
+import os
 import random
 import threading
 import time
@@ -72,6 +73,21 @@ def error_detail(body: Any, text: str) -> str:
     return text[:500]
 
 
+def _session_for(endpoint: str) -> requests.Session:
+    """A session with the environment's proxy and CA settings read once, not on every request.
+
+    requests re-reads the whole environment for each request (proxies, CA bundle, .netrc), which costs more than
+    a small ingest itself; the same settings, resolved once for the one endpoint, are kept.
+    """
+    session = requests.Session()
+    session.proxies.update(requests.utils.get_environ_proxies(endpoint))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    session.trust_env = False
+    return session
+
+
 @dataclass
 class Reply:
     """What one request came to: a status and body, or no response at all (``status`` is ``None``)."""
@@ -112,7 +128,7 @@ class Transport:
         if not settings.api_key:
             raise ValueError("a Transport needs an API key")
         self._settings = settings
-        self._session = session or requests.Session()
+        self._session = session or _session_for(settings.endpoint)
         self._session.headers.update(
             {
                 "Authorization": f"Api-Key {settings.api_key}",
@@ -130,7 +146,7 @@ class Transport:
     def after_fork(self) -> None:
         """In a forked child: a fresh HTTP session and locks; the parent's connections are not shared."""
         headers = dict(self._session.headers)
-        self._session = requests.Session()
+        self._session = _session_for(self._settings.endpoint)
         self._session.headers.update(headers)
         self._stop = threading.Event()
         self._info_lock = threading.Lock()

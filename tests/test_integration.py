@@ -401,3 +401,19 @@ def test_conversation_fields_survive_later_sends(tracker, server):
     conv = server.transcript("fields-1")["conversation"]
     assert (conv["environment"], conv["name"], conv["customer_id"]) == ("production", "Kept", "c-1")
     assert [i["content"] for i in server.transcript("fields-1")["items"]] == ["first", "second"]
+
+
+def test_sending_without_waiting_delivers_many_conversations_in_few_requests(tracker, server):
+    for c in range(40):
+        for i in range(5):
+            tracker.track_human_message(f"q{i}", conversation_id=f"nowait-{c}")
+        report = tracker.send_tracked_data(conversation_id=f"nowait-{c}", wait=False)
+        assert report["queued"] and report["summary"]["questions"] == 5
+        assert all(item["queued"] for item in report["items"])
+    tracker.flush()
+    wait_until(lambda: all(server.transcript(f"nowait-{c}") for c in range(40)), timeout=30)
+    assert all(
+        [i["content"] for i in server.transcript(f"nowait-{c}")["items"]] == [f"q{i}" for i in range(5)]
+        for c in range(40)
+    )
+    assert len([r for r in server.request_log() if r["path"] == "/api/ingest/"]) < 40
