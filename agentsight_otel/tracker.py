@@ -238,6 +238,7 @@ class ConversationTracker:
         self._exporter: AgentSightSpanExporter | None = None
         self._processor: TrackerSpanProcessor | None = None
         self._known_fields: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._env_default: str | None = None
         self._event_limit = FOREIGN_PROVIDER_MAX_EVENTS  # events per span before rolling over
         self._atexit_registered = False
         self._warned_not_recording = False
@@ -511,7 +512,11 @@ class ConversationTracker:
 
     def _default_environment(self) -> str:
         configured = self._options.get("environment")
-        return str(configured) if configured else configured_environment() or "development"
+        if configured:
+            return str(configured)
+        if self._env_default is None:  # read once: finding a .env file walks the directory tree
+            self._env_default = configured_environment() or "development"
+        return self._env_default
 
     def _record_conversation(self, cid: str, fields: dict[str, Any], *, is_used: bool) -> None:
         fields = dict(fields, environment=fields.get("environment") or self._default_environment())

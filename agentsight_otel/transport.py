@@ -29,6 +29,7 @@ RETRY_AFTER_CAP_S = 30.0
 GZIP_MIN_BYTES = 8 * 1024
 GZIP_LEVEL = 1  # conversation JSON compresses ~10x even at level 1, at a fraction of level 6's CPU
 PREFLIGHT_TIMEOUT_S = 5.0
+PREFLIGHT_RETRY_S = 60.0
 
 
 def parse_retry_after(value: str | None, cap: float = RETRY_AFTER_CAP_S) -> float | None:
@@ -141,6 +142,7 @@ class Transport:
         self._info: ServerInfo | None = None
         self._info_lock = threading.Lock()
         self._preflight: threading.Thread | None = None
+        self._next_preflight = 0.0
         self._reported: set[str] = set()
 
     def after_fork(self) -> None:
@@ -176,7 +178,8 @@ class Transport:
         an empty :class:`ServerInfo` (plain bodies, built-in environments).
         """
         with self._info_lock:
-            if self._info is None and self._preflight is None:
+            due = time.monotonic() >= self._next_preflight
+            if self._info is None and self._preflight is None and due:
                 self._preflight = threading.Thread(target=self._run_preflight, name="agentsight-preflight", daemon=True)
                 self._preflight.start()
             return self._info or ServerInfo()
@@ -198,8 +201,9 @@ class Transport:
         with self._info_lock:
             if info.reachable:
                 self._info = info
-            else:  # no answer at all: ask again on a later call instead of giving up gzip for good
+            else:  # no answer at all: ask again later (not on every call) instead of giving up gzip for good
                 self._preflight = None
+                self._next_preflight = time.monotonic() + PREFLIGHT_RETRY_S
 
     def _fetch_info(self) -> ServerInfo:
         reply = self.request("GET", "/api/me/", timeout=min(PREFLIGHT_TIMEOUT_S, self._settings.timeout), attempts=1)
