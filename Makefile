@@ -14,7 +14,7 @@ demo: $(BIN)/.installed
 	$(BIN)/agentsight-otel demo
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check agentsight_otel tests examples
+	$(BIN)/ruff check agentsight_otel tests examples bench
 	$(BIN)/mypy agentsight_otel
 
 test: lint
@@ -29,3 +29,11 @@ serve: $(BIN)/.installed
 .PHONY: interop
 interop: $(BIN)/.installed
 	$(BIN)/pytest -v -m interop tests/test_interop.py
+
+# Benchmarks (not tests): prints a table and writes bench/results.md. See bench/README.md.
+.PHONY: bench bench-quick
+bench: $(BIN)/.installed
+	$(BIN)/python bench/bench.py
+
+bench-quick: $(BIN)/.installed
+	$(BIN)/python bench/bench.py --quick
