@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 from agentsight_otel.bridge import Bridge, BridgeSettings
 
+from .helpers import wait_until
 from .test_bridge_helpers import JSON, PROTOBUF, RecordingExporter, body_of, request_of, running_bridge, tracker_spans
 
 GRPC_UNAVAILABLE = 14
@@ -370,8 +371,7 @@ def test_graceful_stop_exports_what_was_accepted_then_refuses():
     assert exporter.entered.wait(5)
     stopper = threading.Thread(target=lambda: result.update(drained=bridge.stop(timeout=10)))
     stopper.start()
-    time.sleep(0.2)
-    assert bridge.stopping
+    wait_until(lambda: bridge.stopping, timeout=5)
     exporter.gate.set()
     stopper.join(15)
     sender.join(15)
