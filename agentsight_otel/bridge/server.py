@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import logging
 import socket
-import socketserver
-import threading
 import time
 from email.utils import formatdate
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, cast
+from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING, Any
 
+from ..httpserver import TrackingHTTPServer
 from ..jsondoc import dumps
 from . import respond
 from .decode import RequestError, decompress, media_type, parse
@@ -36,57 +35,24 @@ _READ_CHUNK = 1024 * 1024
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
-class BridgeHTTPServer(ThreadingHTTPServer):
-    """Threading HTTP server that knows its bridge, caps connections and can cut idle keep-alive ones."""
+class BridgeHTTPServer(TrackingHTTPServer):
+    """The bridge's HTTP server: caps connections (a short 503 beyond the cap) and knows its bridge."""
 
-    daemon_threads = True
     request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], bridge: Bridge, family: int) -> None:
-        self.address_family = family
         self.bridge = bridge
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, family)
 
-    def server_bind(self) -> None:
-        """Bind without HTTPServer's reverse-DNS lookup (getfqdn), which can stall for seconds."""
-        socketserver.TCPServer.server_bind(self)
-        address = cast(tuple[str, int], self.server_address)
-        self.server_name, self.server_port = address[0], address[1]
+    def admit(self, open_connections: int) -> bool:
+        return open_connections < self.bridge.settings.max_connections
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            full = len(self._connections) >= self.bridge.settings.max_connections
-            if not full:
-                self._connections.add(request)
-        if full:
-            _refuse_connection(request, self.bridge.settings.retry_after)
-            return
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
+    def refuse(self, request: socket.socket) -> None:
+        _refuse_connection(request, self.bridge.settings.retry_after)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A connection that broke mid-request is routine for a server; log it quietly."""
         logger.debug("connection from %s ended with an error", client_address, exc_info=True)
-
-    @property
-    def connection_count(self) -> int:
-        return len(self._connections)
-
-    def close_connections(self) -> None:
-        """Shut down the open keep-alive connections so their handler threads end."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def _refuse_connection(sock: socket.socket, retry_after: int) -> None:
@@ -100,12 +66,7 @@ def _refuse_connection(sock: socket.socket, retry_after: int) -> None:
         sock.settimeout(1.0)
         sock.sendall(head.encode("latin-1") + body)
     except OSError:
-        pass
-    finally:
-        try:
-            sock.close()
-        except OSError:
-            pass
+        pass  # the server closes the connection either way
 
 
 class _Handler(BaseHTTPRequestHandler):

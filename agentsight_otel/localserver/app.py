@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 import socket
-import socketserver
 import struct
 import sys
 import threading
@@ -13,10 +12,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
+from ..httpserver import TrackingHTTPServer
 from . import feed, viewer, views
 from .bodies import BadBody, BodyTooLarge, inflate_gzip
 from .faults import INGEST_PATH, FaultInjector, FaultPlan, Faults
@@ -130,45 +130,12 @@ class _Backend:
             return [dict(entry, headers=dict(entry["headers"])) for entry in self._log]
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer that knows its backend and can cut open keep-alive connections on stop."""
-
-    daemon_threads = True
+class _HTTPServer(TrackingHTTPServer):
+    """The local server's HTTP server: it knows its backend."""
 
     def __init__(self, address: tuple[str, int], backend: _Backend, family: int) -> None:
-        self.address_family = family
         self.backend = backend
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        """Bind without HTTPServer's reverse-DNS lookup (getfqdn), which can stall for seconds."""
-        socketserver.TCPServer.server_bind(self)
-        address = cast(tuple[str, int], self.server_address)
-        self.server_name, self.server_port = address[0], address[1]
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Track the connection before handing it to a handler thread."""
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        """Forget the connection once its handler is done."""
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Shut down idle keep-alive connections so their handler threads exit."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        super().__init__(address, _Handler, family)
 
 
 class _Handler(BaseHTTPRequestHandler):
