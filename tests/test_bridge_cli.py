@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import requests
@@ -16,6 +15,7 @@ import requests
 from agentsight_otel.bridge.settings import parse_byte_count
 from agentsight_otel.localserver import Faults, LocalServer
 
+from .helpers import wait_until
 from .test_bridge_helpers import PROTOBUF, body_of, tracker_spans
 
 
@@ -53,7 +53,7 @@ def test_sigterm_drains_accepted_spans_and_exits_0():
 
             sender = threading.Thread(target=send)
             sender.start()
-            time.sleep(0.4)
+            wait_until(lambda: server.fault_stats()["latency"] >= 1, timeout=10)  # the export is in flight
             process.send_signal(signal.SIGTERM)
             sender.join(30)
             out, err = process.communicate(timeout=30)

@@ -342,7 +342,7 @@ def test_keep_alive_has_no_per_request_stall(media):
 def test_connection_cap_answers_503():
     with running_bridge(max_connections=2) as bridge:
         idle = [socket.create_connection(("127.0.0.1", bridge.port), timeout=5) for _ in range(2)]
-        time.sleep(0.2)
+        wait_until(lambda: bridge.health()["connections"] == 2, timeout=5)
         extra = socket.create_connection(("127.0.0.1", bridge.port), timeout=5)
         assert extra.recv(4096).startswith(b"HTTP/1.1 503 ")
         for sock in [*idle, extra]:

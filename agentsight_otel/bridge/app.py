@@ -295,6 +295,7 @@ class Bridge:
         return {
             "status": "ok" if refusal is None else ("draining" if self._stopping else "unavailable"),
             "refused_requests": self._refused,
+            "connections": self._httpd.connection_count if self._httpd is not None else 0,
             "queue": self.queue.stats(),
             "exporter": stats() if callable(stats) else {},
         }
