@@ -150,34 +150,6 @@ class _Handler(BaseHTTPRequestHandler):
     _body_pending = False
     _fault: str | None = None  # what was injected into the current request, for the request log
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
-        """Dispatch GET."""
-        self._dispatch()
-
-    def do_POST(self) -> None:  # noqa: N802
-        """Dispatch POST."""
-        self._dispatch()
-
-    def do_PUT(self) -> None:  # noqa: N802
-        """Dispatch PUT (always 405 on known routes)."""
-        self._dispatch()
-
-    def do_PATCH(self) -> None:  # noqa: N802
-        """Dispatch PATCH (always 405 on known routes)."""
-        self._dispatch()
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        """Dispatch DELETE (always 405 on known routes)."""
-        self._dispatch()
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        """Dispatch HEAD (405 on known routes; no body is written)."""
-        self._dispatch()
-
-    def do_OPTIONS(self) -> None:  # noqa: N802
-        """Dispatch OPTIONS (always 405 on known routes)."""
-        self._dispatch()
-
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature fixed by base class
         """Send http.server's per-request lines to our logger at DEBUG instead of stderr."""
         logger.debug("%s - %s", self.address_string(), format % args)
@@ -205,6 +177,9 @@ class _Handler(BaseHTTPRequestHandler):
             logger.exception("local server failed to handle %s", self.command)
             response = json_response(500, {"detail": "Internal server error."})
         self._respond(response)
+
+    # Every method goes through one dispatcher: unknown methods on known routes get 405 there.
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
 
     def _handle(self) -> Response:
         """Route, authenticate, check method and role, read the body and call the view."""
