@@ -22,12 +22,14 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import Event, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from . import semconv as sc
@@ -63,6 +65,16 @@ _TOKEN_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "embedding_
 
 
 # -- argument checks ----------------------------------------------------------------------------------------
+
+
+def _supports_direct_events() -> bool:
+    """Whether the SDK's spans take a ready ``Event`` (``Span._add_event``, the step after ``add_event``'s checks).
+
+    The tracker checks every attribute at the call (types, no None, a handful per event) and its own provider sets
+    no count or length limit it could reach, so ``add_event``'s BoundedAttributes pass would only repeat that work:
+    about half the cost of a tracking call. Spans of any other provider get the public ``add_event``.
+    """
+    return callable(getattr(SdkSpan, "_add_event", None))
 
 
 def _conversation_id(value: Any) -> str:
@@ -235,6 +247,7 @@ class ConversationTracker:
         self._provider: Any = None
         self._tracer: Any = None
         self._own_provider = False
+        self._direct_events = False  # events go straight onto the own provider's spans (see _supports_direct_events)
         self._exporter: AgentSightSpanExporter | None = None
         self._processor: TrackerSpanProcessor | None = None
         self._known_fields: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -312,6 +325,7 @@ class ConversationTracker:
                 self._provider = tracer_provider
                 self._tracer = None
                 self._own_provider = False
+                self._direct_events = False
                 self._processor = None
                 self._event_limit = _event_limit(tracer_provider)
 
@@ -331,8 +345,14 @@ class ConversationTracker:
         with self._lock:
             if self._tracer is None:
                 if self._provider is None:
-                    # No event limit: a long conversation must not lose messages to the SDK's 128 default.
-                    limits = SpanLimits(max_events=SpanLimits.UNSET, max_event_attributes=64)
+                    # No event limit: a long conversation must not lose messages to the SDK's 128 default. No
+                    # length limit either: the wire cuts long texts with a visible marker, the SDK would cut silently.
+                    limits = SpanLimits(
+                        max_events=SpanLimits.UNSET,
+                        max_event_attributes=64,
+                        max_attribute_length=SpanLimits.UNSET,
+                        max_span_attribute_length=SpanLimits.UNSET,
+                    )
                     provider = TracerProvider(
                         resource=Resource.create({"telemetry.sdk.name": "agentsight-otel"}),
                         span_limits=limits,
@@ -342,6 +362,7 @@ class ConversationTracker:
                     provider.add_span_processor(self._processor)
                     self._provider = provider
                     self._own_provider = True
+                    self._direct_events = _supports_direct_events()
                     self._event_limit = OWN_PROVIDER_MAX_EVENTS
                 if not self._atexit_registered:
                     atexit.register(self._at_exit)
@@ -464,7 +485,10 @@ class ConversationTracker:
             if span is None or bucket.events_in_span >= self._event_limit:
                 span, finished = self._open_span(bucket, ts)
             index = bucket.events_in_span
-            span.add_event(event, attributes, timestamp=ts)
+            if self._direct_events and isinstance(span, SdkSpan):  # a sampler may hand out non-recording spans
+                span._add_event(Event(event, MappingProxyType(attributes), ts))
+            else:
+                span.add_event(event, attributes, timestamp=ts)
             bucket.events_in_span = index + 1
             if item_type is not None and data is not None:
                 bucket.types.append(_TYPE_CODE[item_type])
@@ -680,13 +704,17 @@ class ConversationTracker:
         for f in files:
             pending_attachments.put(cid, f)
         descriptors = [f.descriptor() for f in files]
-        attrs = {
+        attrs: dict[str, Any] = {
             sc.ATTACHMENT_SENDER: sender,
             sc.ATTACHMENT_COUNT: len(files),
             sc.ATTACHMENT_FILES: dumps_str(descriptors),
             sc.ATTACHMENT_MODE: mode,
-            sc.METADATA: meta,
         }
+        if meta is not None:
+            attrs[sc.METADATA] = meta
+        if linked:  # files sent with a message belong to that message's item
+            self._add(cid, None, sc.EVENT_ATTACHMENTS, attrs, None, files=True)
+            return
         data = {
             "attachments": descriptors,
             "metadata": metadata or {},
@@ -694,10 +722,7 @@ class ConversationTracker:
             "sender": sender,
             "conversation_id": cid,
         }
-        if linked:  # files sent with a message belong to that message's item
-            self._add(cid, None, sc.EVENT_ATTACHMENTS, _present(attrs), None, files=True)
-        else:
-            self._add(cid, "attachments", sc.EVENT_ATTACHMENTS, _present(attrs), data, files=True)
+        self._add(cid, "attachments", sc.EVENT_ATTACHMENTS, attrs, data, files=True)
 
     def track_action(
         self,
@@ -935,6 +960,7 @@ class ConversationTracker:
                     self._provider = None
                     self._tracer = None
                     self._own_provider = False
+                    self._direct_events = False
                     self._processor = None
                 if self._exporter is not None:
                     self._exporter.shutdown()

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from . import semconv as sc
 from .config import BUILTIN_ENVIRONMENTS, normalize_environment
@@ -28,7 +28,6 @@ from .records import (
     ConversationOpened,
     Message,
     RawSpan,
-    Record,
     RecordKey,
     TokenUsage,
 )
@@ -260,7 +259,11 @@ def _conversation_attributes(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 class _SpanBuilder:
-    """Builds the span dicts of one block; every span carries the conversation attributes."""
+    """Builds the span dicts of one block; every span carries the conversation attributes.
+
+    This runs for every item an export carries, so it builds each dict once, directly, with no None-filtering
+    passes: callers add only the attributes that are set.
+    """
 
     def __init__(self, trace_id: str, conversation_attrs: dict[str, Any], resource: dict[str, Any]) -> None:
         self.trace_id = trace_id
@@ -277,6 +280,15 @@ class _SpanBuilder:
             "scope": {"name": "agentsight_otel", "version": __version__, "schema_url": None},
         }
 
+    def attributes(self, kind: str, name: str, turn_id: str | None) -> dict[str, Any]:
+        """The attributes every span starts with: the conversation's, its kind and name, and its turn."""
+        attrs = self.conversation_attrs.copy()
+        attrs[sc.SPAN_KIND] = kind
+        attrs[sc.ENTITY_NAME] = name
+        if turn_id is not None:
+            attrs[sc.TURN_ID] = turn_id
+        return attrs
+
     def span(
         self,
         span_id: str,
@@ -286,32 +298,23 @@ class _SpanBuilder:
         start_ns: int,
         end_ns: int,
         attributes: dict[str, Any],
-        *,
         status: str = "ok",
         events: list[dict[str, Any]] | None = None,
-        turn_id: str | None = None,
     ) -> dict[str, Any]:
-        attrs = dict(self.conversation_attrs)
-        attrs[sc.SPAN_KIND] = kind
-        attrs[sc.ENTITY_NAME] = name
-        if turn_id is not None:
-            attrs[sc.TURN_ID] = turn_id
-        for k, v in attributes.items():
-            if v is not None:
-                attrs[k] = v
-        end_ns = max(end_ns, start_ns)
+        started = iso_time(start_ns)
+        ended = iso_time(end_ns) if end_ns > start_ns else started
         return {
             "span_id": span_id,
             "trace_id": self.trace_id,
             "parent_span_id": parent,
             "kind": kind,
             "name": name[:MAX_FIELD],
-            "started_at": iso_time(start_ns),
-            "ended_at": iso_time(end_ns),
-            "duration_ms": round((end_ns - start_ns) / 1e6, 3),
+            "started_at": started,
+            "ended_at": ended,
+            "duration_ms": round((end_ns - start_ns) / 1e6, 3) if end_ns > start_ns else 0.0,
             "status": status,
-            "attributes": attrs,
-            "events": events or [],
+            "attributes": attributes,
+            "events": events if events is not None else [],
             "otel": self.otel,
         }
 
@@ -321,9 +324,8 @@ def _message_event(record: Message) -> dict[str, Any]:
         sc.MESSAGE_SENDER: record.sender,
         sc.MESSAGE_CONTENT: clamp_text(record.content),
     }
-    metadata = _document(record.metadata)
-    if metadata is not None:
-        attrs[sc.MESSAGE_METADATA] = metadata
+    if record.metadata is not None:
+        attrs[sc.MESSAGE_METADATA] = _document(record.metadata)
     return {"name": sc.EVENT_MESSAGE, "timestamp": iso_time(record.timestamp_ns), "attributes": attrs}
 
 
@@ -344,84 +346,111 @@ class _Turn:
         self.end_ns = max(self.end_ns, ns)
 
 
-def _record_span(builder: _SpanBuilder, record: Record, turn: _Turn | None) -> dict[str, Any] | None:
-    """The span for a non-message record, a child of the open turn when there is one."""
-    parent = turn.span_id if turn is not None else None
-    turn_id = parent
+# One function per record type: the span it becomes, a child of the open turn (``turn_id``) when there is one.
+
+
+def _tool_span(b: _SpanBuilder, record: Action, turn_id: str | None) -> dict[str, Any]:
+    start = record.started_ns or record.timestamp_ns
+    if record.ended_ns:
+        end = record.ended_ns
+    elif record.duration_ms is not None:
+        end = start + int(record.duration_ms * 1e6)
+    else:
+        end = start
+    attrs = b.attributes(sc.KIND_TOOL, record.name, turn_id)
+    attrs[sc.TOOL_NAME] = record.name[:MAX_FIELD]
+    if record.arguments is not None:
+        attrs[sc.TOOL_ARGUMENTS] = _document(record.arguments)
+    if record.response is not None:
+        attrs[sc.TOOL_RESPONSE] = clamp_text(record.response)
+    if record.error is not None:
+        attrs[sc.TOOL_ERROR] = clamp_text(record.error)
+    if record.metadata is not None:
+        attrs[sc.METADATA] = _document(record.metadata)
+    span = b.span(
+        record.key.stable_span_id("tool"),
+        turn_id,
+        sc.KIND_TOOL,
+        record.name,
+        start,
+        max(end, start),
+        attrs,
+        "error" if record.error else "ok",
+    )
+    if record.duration_ms is not None:
+        span["duration_ms"] = round(float(record.duration_ms), 3)
+    return span
+
+
+def _button_span(b: _SpanBuilder, record: Button, turn_id: str | None) -> dict[str, Any]:
+    name = record.label or record.event
+    attrs = b.attributes(sc.KIND_BUTTON, name, turn_id)
+    attrs[sc.BUTTON_EVENT] = record.event[:MAX_FIELD]
+    attrs[sc.BUTTON_LABEL] = record.label[:MAX_FIELD]
+    attrs[sc.BUTTON_VALUE] = record.value[:MAX_FIELD]
+    if record.metadata is not None:
+        attrs[sc.METADATA] = _document(record.metadata)
     ts = record.timestamp_ns
-    if isinstance(record, Action):
-        start = record.started_ns or ts
-        if record.ended_ns:
-            end = record.ended_ns
-        elif record.duration_ms is not None:
-            end = start + int(record.duration_ms * 1e6)
-        else:
-            end = start
-        attrs: dict[str, Any] = {
-            sc.TOOL_NAME: record.name[:MAX_FIELD],
-            sc.TOOL_ARGUMENTS: _document(record.arguments),
-            sc.TOOL_RESPONSE: clamp_text(record.response) if record.response is not None else None,
-            sc.TOOL_ERROR: clamp_text(record.error) if record.error is not None else None,
-            sc.METADATA: _document(record.metadata),
-        }
-        span = builder.span(
-            record.key.stable_span_id("tool"),
-            parent,
-            sc.KIND_TOOL,
-            record.name,
-            start,
-            end,
-            attrs,
-            status="error" if record.error else "ok",
-            turn_id=turn_id,
-        )
-        if record.duration_ms is not None:
-            span["duration_ms"] = round(float(record.duration_ms), 3)
-        return span
-    if isinstance(record, Button):
-        attrs = {
-            sc.BUTTON_EVENT: record.event[:MAX_FIELD],
-            sc.BUTTON_LABEL: record.label[:MAX_FIELD],
-            sc.BUTTON_VALUE: record.value[:MAX_FIELD],
-            sc.METADATA: _document(record.metadata),
-        }
-        name = record.label or record.event
-        return builder.span(
-            record.key.stable_span_id("button"), parent, sc.KIND_BUTTON, name, ts, ts, attrs, turn_id=turn_id
-        )
-    if isinstance(record, Attachments):
-        attrs = {
-            sc.ATTACHMENT_SENDER: record.sender,
-            sc.ATTACHMENT_COUNT: record.count,
-            sc.ATTACHMENT_FILES: _document(record.files),
-            sc.ATTACHMENT_MODE: record.mode,
-            sc.METADATA: _document(record.metadata),
-        }
-        name = f"{record.count} attachment{'s' if record.count != 1 else ''}"
-        return builder.span(
-            record.key.stable_span_id("attachment"), parent, sc.KIND_ATTACHMENT, name, ts, ts, attrs, turn_id=turn_id
-        )
-    if isinstance(record, TokenUsage):
-        attrs = {
-            sc.GEN_AI_REQUEST_MODEL: record.model,
-            sc.GEN_AI_SYSTEM: record.system,
-            sc.GEN_AI_USAGE_INPUT_TOKENS: record.input_tokens,
-            sc.GEN_AI_USAGE_OUTPUT_TOKENS: record.output_tokens,
-        }
-        extras = {
-            sc.LLM_TOTAL_TOKENS: record.total_tokens,
-            sc.LLM_EMBEDDING_TOKENS: record.embedding_tokens,
-            sc.LLM_CACHE_READ_TOKENS: record.cache_read_tokens,
-            sc.LLM_CACHE_WRITE_TOKENS: record.cache_write_tokens,
-            sc.LLM_REASONING_TOKENS: record.reasoning_tokens,
-        }
-        attrs.update({k: v for k, v in extras.items() if v})
-        name = record.model or record.system or "token_usage"
-        return builder.span(record.key.stable_span_id("llm"), parent, sc.KIND_LLM, name, ts, ts, attrs, turn_id=turn_id)
-    if isinstance(record, ConversationOpened):
-        name = "metadata_updated" if record.is_used else "conversation_opened"
-        return builder.span(record.key.stable_span_id("conversation"), None, sc.KIND_CONVERSATION, name, ts, ts, {})
-    return None
+    return b.span(record.key.stable_span_id("button"), turn_id, sc.KIND_BUTTON, name, ts, ts, attrs)
+
+
+def _attachment_span(b: _SpanBuilder, record: Attachments, turn_id: str | None) -> dict[str, Any]:
+    name = f"{record.count} attachment{'s' if record.count != 1 else ''}"
+    attrs = b.attributes(sc.KIND_ATTACHMENT, name, turn_id)
+    attrs[sc.ATTACHMENT_SENDER] = record.sender
+    attrs[sc.ATTACHMENT_COUNT] = record.count
+    attrs[sc.ATTACHMENT_FILES] = _document(record.files)
+    if record.mode is not None:
+        attrs[sc.ATTACHMENT_MODE] = record.mode
+    if record.metadata is not None:
+        attrs[sc.METADATA] = _document(record.metadata)
+    ts = record.timestamp_ns
+    return b.span(record.key.stable_span_id("attachment"), turn_id, sc.KIND_ATTACHMENT, name, ts, ts, attrs)
+
+
+def _llm_span(b: _SpanBuilder, record: TokenUsage, turn_id: str | None) -> dict[str, Any]:
+    name = record.model or record.system or "token_usage"
+    attrs = b.attributes(sc.KIND_LLM, name, turn_id)
+    if record.model is not None:
+        attrs[sc.GEN_AI_REQUEST_MODEL] = record.model
+    if record.system is not None:
+        attrs[sc.GEN_AI_SYSTEM] = record.system
+    attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = record.input_tokens
+    attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = record.output_tokens
+    # The other counts only when non-zero: most calls have no cache, reasoning or embedding tokens.
+    if record.total_tokens:
+        attrs[sc.LLM_TOTAL_TOKENS] = record.total_tokens
+    if record.embedding_tokens:
+        attrs[sc.LLM_EMBEDDING_TOKENS] = record.embedding_tokens
+    if record.cache_read_tokens:
+        attrs[sc.LLM_CACHE_READ_TOKENS] = record.cache_read_tokens
+    if record.cache_write_tokens:
+        attrs[sc.LLM_CACHE_WRITE_TOKENS] = record.cache_write_tokens
+    if record.reasoning_tokens:
+        attrs[sc.LLM_REASONING_TOKENS] = record.reasoning_tokens
+    ts = record.timestamp_ns
+    return b.span(record.key.stable_span_id("llm"), turn_id, sc.KIND_LLM, name, ts, ts, attrs)
+
+
+def _conversation_span(b: _SpanBuilder, record: ConversationOpened, turn_id: str | None) -> dict[str, Any]:
+    # Never part of a turn: it registers or updates the conversation itself.
+    name = "metadata_updated" if record.is_used else "conversation_opened"
+    ts = record.timestamp_ns
+    attrs = b.attributes(sc.KIND_CONVERSATION, name, None)
+    return b.span(record.key.stable_span_id("conversation"), None, sc.KIND_CONVERSATION, name, ts, ts, attrs)
+
+
+_RECORD_SPANS: dict[type, Callable[[_SpanBuilder, Any, str | None], dict[str, Any]]] = {
+    Action: _tool_span,
+    Button: _button_span,
+    Attachments: _attachment_span,
+    TokenUsage: _llm_span,
+    ConversationOpened: _conversation_span,
+}
+
+
+def _span_start(span: dict[str, Any]) -> tuple[str, str]:
+    return (span["started_at"] or "", span["span_id"])
 
 
 def encode_block(batch: ConversationBatch, rules: BlockRules) -> Block:
@@ -435,38 +464,29 @@ def encode_block(batch: ConversationBatch, rules: BlockRules) -> Block:
     turns: list[_Turn] = []
     turn: _Turn | None = None
     for record in batch.records:
-        if isinstance(record, RawSpan):
-            raw = dict(record.span)
-            raw["attributes"] = {**raw["attributes"], **builder.conversation_attrs}  # the block's checked values
-            spans.append(raw)
-            continue
         if isinstance(record, Message):
             if turn is None or record.sender == "end_user":
                 turn = _Turn(record)
                 turns.append(turn)
             else:
                 turn.add(record)
-            continue
-        span = _record_span(builder, record, turn)
-        if span is not None:
-            spans.append(span)
-            if turn is not None and not isinstance(record, ConversationOpened):
-                turn.touch(record.timestamp_ns)
+        elif isinstance(record, RawSpan):
+            raw = dict(record.span)
+            raw["attributes"] = {**raw["attributes"], **builder.conversation_attrs}  # the block's checked values
+            spans.append(raw)
+        elif isinstance(record, ConversationOpened):
+            spans.append(_conversation_span(builder, record, None))
+        else:
+            make = _RECORD_SPANS.get(type(record))
+            if make is not None:
+                spans.append(make(builder, record, turn.span_id if turn is not None else None))
+                if turn is not None:
+                    turn.touch(record.timestamp_ns)
     for t in turns:
-        spans.append(
-            builder.span(
-                t.span_id,
-                None,
-                sc.KIND_TURN,
-                "turn",
-                t.start_ns,
-                t.end_ns,
-                {sc.TURN_COMPLETE: True},
-                events=t.events,
-                turn_id=t.span_id,
-            )
-        )
-    spans.sort(key=lambda s: (s["started_at"] or "", s["span_id"]))
+        attrs = builder.attributes(sc.KIND_TURN, "turn", t.span_id)
+        attrs[sc.TURN_COMPLETE] = True
+        spans.append(builder.span(t.span_id, None, sc.KIND_TURN, "turn", t.start_ns, t.end_ns, attrs, events=t.events))
+    spans.sort(key=_span_start)
     body = dict(fields)
     body["spans"] = spans
     return Block(fields["conversation_id"], body, batch.sources)

@@ -417,3 +417,57 @@ def test_sending_without_waiting_delivers_many_conversations_in_few_requests(tra
         for c in range(40)
     )
     assert len([r for r in server.request_log() if r["path"] == "/api/ingest/"]) < 40
+
+
+def test_own_provider_ignores_sdk_length_limits_and_the_wire_marks_the_cut(tracker, api, monkeypatch):
+    # Events go onto the tracker's own spans without the SDK's attribute pass: an OTEL_* length limit set for the
+    # app's other telemetry must not cut a message silently; only the wire's visible 16,384-character rule applies.
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "10")
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "10")
+    tracker.get_or_create_conversation("limits-1")
+    tracker.track_human_message("a message longer than ten characters")
+    tracker.track_agent_message("x" * 20_000)
+    report = tracker.send_tracked_data()
+    assert all(item["success"] for item in report["items"]), report
+    contents = [i["content"] for i in api.transcript("limits-1")["items"]]
+    assert contents[0] == "a message longer than ten characters"
+    assert len(contents[1]) == 16_384 and contents[1].endswith("...[truncated]")
+    pk = api.get("/api/conversations/lookup/", conversation_id="limits-1")["id"]
+    assert api.get(f"/api/conversations/{pk}/")["environment"] == "development"  # a span attribute, not cut either
+
+
+def test_own_provider_that_samples_nothing_records_nothing_and_never_raises(server, monkeypatch, caplog):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    t = ConversationTracker()
+    t.configure(api_key=server.api_key, endpoint=server.url)
+    try:
+        with caplog.at_level(logging.WARNING, logger="agentsight_otel"):
+            t.get_or_create_conversation("unsampled-1")
+            t.track_human_message("hello")
+            t.track_action("lookup", tools_used={"id": 1})
+            report = t.send_tracked_data()
+        assert "does not record" in caplog.text
+        assert not any(item["success"] for item in report["items"])
+    finally:
+        t.shutdown()
+
+
+def test_own_provider_events_encode_like_sdk_events(tracker):
+    # The tracker's events are SDK Events with read-only attribute mappings: standard exporters encode them as
+    # they encode add_event's, so an app sending the same spans to another backend sees the same data.
+    from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import Event
+
+    tracker.get_or_create_conversation("otlp-1")
+    tracker.track_action("lookup", tools_used={"id": 1}, response="found", duration_ms=3.5)
+    span = tracker._buckets["otlp-1"].span  # the open segment, as the SDK holds it
+    ours = span.events[-1]
+    reference = TracerProvider().get_tracer("t").start_span("ref")
+    reference.add_event(ours.name, dict(ours.attributes), ours.timestamp)
+    theirs = reference.events[-1]
+    assert isinstance(ours, Event) and dict(ours.attributes) == dict(theirs.attributes)
+    assert ours.dropped_attributes == theirs.dropped_attributes == 0
+    with pytest.raises(TypeError):
+        ours.attributes["agentsight.tool.name"] = "changed"  # immutable, as add_event's are
+    encoded = encode_spans([span]).resource_spans[0].scope_spans[0].spans[0].events[-1]
+    assert {kv.key for kv in encoded.attributes} == set(ours.attributes)

@@ -23,13 +23,18 @@ from ..records import (
 from ..wire import span_dict
 
 
+def _text(value: Any) -> str | None:
+    return value if value is None or type(value) is str else str(value)
+
+
 def _str(attrs: Mapping[str, Any], name: str) -> str | None:
-    value = attrs.get(name)
-    return None if value is None else str(value)
+    return _text(attrs.get(name))
 
 
 def _int(attrs: Mapping[str, Any], name: str) -> int:
     value = attrs.get(name)
+    if type(value) is int:
+        return value
     try:
         return int(value) if value is not None else 0
     except (TypeError, ValueError):
@@ -64,9 +69,7 @@ def _message(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Record | None:
     if content is None:
         return None
     sender = "agent" if a.get(sc.MESSAGE_SENDER) == "agent" else "end_user"
-    metadata = a.get(sc.MESSAGE_METADATA)
-    return Message(key, ts, sender, content if type(content) is str else str(content),
-                   None if metadata is None else str(metadata))
+    return Message(key, ts, sender, _text(content), _text(a.get(sc.MESSAGE_METADATA)))  # type: ignore[arg-type]
 
 
 def _action(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Record | None:
@@ -77,14 +80,14 @@ def _action(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Record | None:
     return Action(
         key,
         ts,
-        str(name),
-        arguments=_str(a, sc.TOOL_ARGUMENTS),
-        response=_str(a, sc.TOOL_RESPONSE),
-        error=_str(a, sc.TOOL_ERROR),
-        started_ns=_opt_int(a, sc.ACTION_STARTED_AT),
-        ended_ns=_opt_int(a, sc.ACTION_ENDED_AT),
-        duration_ms=float(duration) if isinstance(duration, (int, float)) else None,
-        metadata=_str(a, sc.METADATA),
+        _text(name),  # type: ignore[arg-type]
+        _text(a.get(sc.TOOL_ARGUMENTS)),
+        _text(a.get(sc.TOOL_RESPONSE)),
+        _text(a.get(sc.TOOL_ERROR)),
+        _opt_int(a, sc.ACTION_STARTED_AT),
+        _opt_int(a, sc.ACTION_ENDED_AT),
+        float(duration) if isinstance(duration, (int, float)) else None,
+        _text(a.get(sc.METADATA)),
     )
 
 
@@ -166,7 +169,9 @@ def read_records(span: ReadableSpan, attrs: Mapping[str, Any]) -> tuple[Record, 
         reader = _EVENT_READERS.get(event.name)
         if reader is None:
             continue
-        attributes = event.attributes or {}
+        attributes = event.attributes
+        if attributes is None:
+            attributes = {}
         # The SDK's BoundedAttributes reads go through Mapping.get; its plain dict is the same data, read faster.
         plain = getattr(attributes, "_dict", attributes)
         record = reader(RecordKey(trace_id, span_id, index), event.timestamp or 0, plain)
