@@ -25,7 +25,7 @@ from .readers import SpanReader
 from .records import Attachments, ConversationBatch
 from .spool import KIND_ATTACHMENTS, Spool, spool_path
 from .transport import Transport
-from .wire import BlockRules, encode
+from .wire import BlockRules, encode_block
 
 logger = logging.getLogger("agentsight_otel")
 
@@ -124,6 +124,11 @@ class AgentSightSpanExporter(SpanExporter):
     def stats(self) -> dict[str, int]:
         """Delivery counters: requests, retries, delivered, spooled, replayed, dead, splits, replay_rounds."""
         return self._delivery.stats.as_dict() if self._delivery is not None else DeliveryStats().as_dict()
+
+    @property
+    def in_outage(self) -> bool:
+        """Whether AgentSight is failing transiently right now (unreachable, overloaded): new data goes to the spool."""
+        return self._delivery is not None and self._delivery.in_outage
 
     def _open_spool(self) -> Spool | None:
         if self._settings.spool_dir is None:
@@ -242,10 +247,14 @@ class AgentSightSpanExporter(SpanExporter):
 
     def _units(self, batches: list[ConversationBatch]) -> tuple[list[Unit], dict[int, ConversationBatch]]:
         """Ingest blocks, then the attachment uploads whose bytes this process holds."""
-        payload = encode(batches, self._rules)
         units: list[Unit] = []
         owners: dict[int, ConversationBatch] = {}
-        for block, batch in zip(payload.blocks, (b for b in batches if b.records)):
+        for batch in batches:
+            if not batch.records:
+                continue
+            # Block by block: each block's dicts are garbage as soon as they are bytes, so an export of thousands
+            # of items never holds them all at once (which would also make the garbage collector walk them).
+            block = encode_block(batch, self._rules)
             unit = Unit(block.conversation_id, dumps(block.body), sources=block.sources)
             units.append(unit)
             owners[id(unit)] = batch

@@ -2,9 +2,14 @@
 
 ``send_tracked_data()`` must answer with what AgentSight said, so the span it ends is exported on the caller's
 thread, together with any earlier segments of the same conversation still queued. Segments the tracker ends on
-its own (a long conversation rolling over, or flushing at exit) go to a bounded queue drained by one worker
-thread; when the queue is full they are spilled to the on-disk spool instead of being dropped, so memory stays
-bounded however fast the program tracks.
+its own (a long conversation rolling over, ``send_tracked_data(wait=False)``, flushing at exit) go to a bounded
+queue drained by two worker threads, so one encodes the next batch while the other waits for AgentSight's answer
+(a conversation is never in both at once, so its segments still arrive in order).
+
+When the queue is full while AgentSight answers, the caller waits briefly for room (a worker takes a batch within
+milliseconds): spilling to disk would cost more work than it saves. During an outage, or when the wait runs out,
+spans are spilled to the on-disk spool instead of being dropped, so memory stays bounded however fast the program
+tracks.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ logger = logging.getLogger("agentsight_otel")
 DEFAULT_MAX_QUEUE = 512
 MAX_QUEUED_EVENTS = 32_768  # memory bound: queued segments hold their events until exported
 BATCH_SPANS = 256  # one request carries many conversations' segments
+WORKERS = 2
+QUEUE_FULL_WAIT_S = 0.5  # the longest a caller waits for room in a full queue while AgentSight answers
 
 
 class TrackerSpanProcessor(SpanProcessor):
@@ -47,7 +54,7 @@ class TrackerSpanProcessor(SpanProcessor):
         self._queue: deque[ReadableSpan] = deque()
         self._queued_events = 0
         self._in_flight: set[int] = set()  # trace ids the worker is exporting right now
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
         self._closed = False
 
     def export_now(self, trace_id: int, span_id: int) -> None:
@@ -73,31 +80,59 @@ class TrackerSpanProcessor(SpanProcessor):
                 # Earlier segments of this conversation being exported by the worker: let them finish first.
                 while ctx.trace_id in self._in_flight:
                     self._cond.wait(0.1)
-            elif (
-                len(self._queue) < self._max_queue
-                and self._queued_events + len(span.events) <= MAX_QUEUED_EVENTS
-                and not self._closed
-            ):
+            elif self._enqueue(span, 0.0):
+                return
+        if sync:
+            self._exporter().export([*earlier, span])
+            return
+        exporter = self._exporter()
+        if not exporter.in_outage and threading.current_thread() not in self._workers:
+            with self._cond:
+                if self._enqueue(span, QUEUE_FULL_WAIT_S):
+                    return
+        exporter.spool_spans([span], "the tracker's export queue was full")
+
+    def _enqueue(self, span: ReadableSpan, wait: float) -> bool:
+        """Queue a span for the worker, waiting up to ``wait`` seconds for room (the caller holds the condition)."""
+        deadline = time.monotonic() + wait
+        while not self._closed:
+            if len(self._queue) < self._max_queue and self._queued_events + len(span.events) <= MAX_QUEUED_EVENTS:
                 self._queue.append(span)
                 self._queued_events += len(span.events)
                 self._ensure_worker()
                 self._cond.notify_all()
-                return
-        if sync:
-            self._exporter().export([*earlier, span])
-        else:
-            self._exporter().spool_spans([span], "the tracker's export queue was full")
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._cond.wait(remaining)
+        return False
 
-    def _take(self, count: int) -> list[ReadableSpan]:
-        """Up to ``count`` queued spans, oldest first (the caller holds the condition)."""
-        batch = [self._queue.popleft() for _ in range(min(count, len(self._queue)))]
+    def _take(self, count: int) -> tuple[list[ReadableSpan], set[int]]:
+        """Up to ``count`` queued spans, oldest first, and their traces, now marked in flight.
+
+        Spans of a conversation another thread is exporting stay queued, so its segments arrive in order. The
+        caller holds the condition.
+        """
+        batch: list[ReadableSpan] = []
+        kept: list[ReadableSpan] = []
+        while self._queue and len(batch) < count:
+            span = self._queue.popleft()
+            trace_id = span.context.trace_id if span.context is not None else 0
+            (kept if trace_id in self._in_flight else batch).append(span)
+        self._queue.extendleft(reversed(kept))
         self._queued_events -= sum(len(s.events) for s in batch)
-        return batch
+        traces = {s.context.trace_id for s in batch if s.context is not None}
+        self._in_flight |= traces
+        self._cond.notify_all()  # callers waiting for room
+        return batch, traces
 
     def _ensure_worker(self) -> None:
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._work, name="agentsight-tracker-export", daemon=True)
-            self._worker.start()
+        self._workers = [w for w in self._workers if w.is_alive()]
+        while len(self._workers) < WORKERS:
+            worker = threading.Thread(target=self._work, name="agentsight-tracker-export", daemon=True)
+            self._workers.append(worker)
+            worker.start()
 
     def _work(self) -> None:
         while True:
@@ -106,9 +141,10 @@ class TrackerSpanProcessor(SpanProcessor):
                     self._cond.wait()
                 if not self._queue and self._closed:
                     return
-                batch = self._take(BATCH_SPANS)
-                traces = {s.context.trace_id for s in batch if s.context is not None}
-                self._in_flight |= traces
+                batch, traces = self._take(BATCH_SPANS)
+                if not batch:  # everything queued belongs to conversations in flight: wait for them
+                    self._cond.wait()
+                    continue
             try:
                 self._exporter().export(batch)
             except Exception:  # noqa: BLE001 - the worker must keep going
@@ -132,24 +168,29 @@ class TrackerSpanProcessor(SpanProcessor):
         return True
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Export everything queued, on this thread, within the timeout."""
+        """Export everything queued, on this thread too, within the timeout."""
         deadline = time.monotonic() + timeout_millis / 1000
         while time.monotonic() < deadline:
             with self._cond:
-                if not self._queue:
-                    busy = bool(self._in_flight)
-                    if not busy:
-                        return True
+                if not self._queue and not self._in_flight:
+                    return True
+                batch, traces = self._take(BATCH_SPANS) if self._queue else ([], set())
+                if not batch:  # the workers hold the rest
                     self._cond.wait(min(0.05, max(deadline - time.monotonic(), 0)))
                     continue
-                batch = self._take(BATCH_SPANS)
-            self._exporter().export(batch)
+            try:
+                self._exporter().export(batch)
+            finally:
+                with self._cond:
+                    self._in_flight -= traces
+                    self._cond.notify_all()
         return False
 
     def shutdown(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        worker = self._worker
-        if worker is not None and worker is not threading.current_thread():
-            worker.join(2)  # bounded: at exit, what the worker has not finished stays spooled or is retried
+        deadline = time.monotonic() + 2  # bounded: at exit, what a worker has not finished stays spooled or is retried
+        for worker in self._workers:
+            if worker is not threading.current_thread():
+                worker.join(max(deadline - time.monotonic(), 0))

@@ -22,7 +22,6 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from types import MappingProxyType
 from typing import Any
 
 from opentelemetry import trace
@@ -75,6 +74,17 @@ def _supports_direct_events() -> bool:
     about half the cost of a tracking call. Spans of any other provider get the public ``add_event``.
     """
     return callable(getattr(SdkSpan, "_add_event", None))
+
+
+class _EventAttributes(dict):  # type: ignore[type-arg]
+    """An event's attributes, read-only like those ``add_event`` makes (a dict, so readers get dict speed)."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("event attributes are read-only")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _read_only  # type: ignore
 
 
 def _conversation_id(value: Any) -> str:
@@ -486,7 +496,7 @@ class ConversationTracker:
                 span, finished = self._open_span(bucket, ts)
             index = bucket.events_in_span
             if self._direct_events and isinstance(span, SdkSpan):  # a sampler may hand out non-recording spans
-                span._add_event(Event(event, MappingProxyType(attributes), ts))
+                span._add_event(Event(event, _EventAttributes(attributes), ts))
             else:
                 span.add_event(event, attributes, timestamp=ts)
             bucket.events_in_span = index + 1
@@ -928,7 +938,19 @@ class ConversationTracker:
             self._provider.force_flush(int((timeout or 30) * 1000))
 
     def flush(self, timeout: float | None = None) -> None:
-        """Hand everything tracked so far, for every conversation, to the exporter (used at exit)."""
+        """Deliver everything tracked so far, for every conversation, within ``timeout`` seconds (default 30).
+
+        That includes what waits in the spool, such as segments spilled there while the export queue was full;
+        what cannot be delivered in time stays spooled.
+        """
+        deadline = time.monotonic() + (timeout or 30)
+        self._hand_over(timeout)
+        exporter = self._exporter
+        if self._own_provider and exporter is not None:
+            exporter.force_flush(int(max(deadline - time.monotonic(), 0) * 1000))
+
+    def _hand_over(self, timeout: float | None) -> None:
+        """End every open segment and export what the queue holds (at exit: the spool keeps the rest)."""
         with self._lock:
             buckets = list(self._buckets.values())
             self._buckets.clear()
@@ -953,7 +975,7 @@ class ConversationTracker:
         Safe to call more than once; registered to run at interpreter exit.
         """
         try:
-            self.flush(timeout=5)
+            self._hand_over(timeout=5)
             with self._lock:
                 if self._own_provider and self._provider is not None:
                     self._provider.shutdown()

@@ -232,7 +232,7 @@ def item_events(span: Any) -> int:
 
 
 class AllThreadsProfile:
-    """cProfile for the main thread and every thread started after ``start()``, merged into one summary."""
+    """cProfile (of thread CPU time) for the main thread and every thread started after ``start()``, merged."""
 
     def __init__(self) -> None:
         self._profiles: list[Any] = []
@@ -243,7 +243,7 @@ class AllThreadsProfile:
         import cProfile
 
         threading.setprofile(self._thread_started)
-        self._main = cProfile.Profile()
+        self._main = cProfile.Profile(time.thread_time)  # CPU time: a thread waiting for a lock or socket costs none
         self._profiles.append(self._main)
         self._main.enable()
         return self
@@ -251,7 +251,7 @@ class AllThreadsProfile:
     def _thread_started(self, frame: Any, event: str, arg: Any) -> None:
         import cProfile
 
-        profile = cProfile.Profile()
+        profile = cProfile.Profile(time.thread_time)
         with self._lock:
             self._profiles.append(profile)
         profile.enable()  # replaces this hook for the rest of the thread
