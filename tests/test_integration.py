@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentsight_otel import AgentSightSpanExporter, ConversationTracker
+from agentsight_otel import processor as processor_module
 from agentsight_otel.localserver import Faults, LocalServer
 
 from .helpers import run_in_threads, wait_until
@@ -471,3 +472,50 @@ def test_own_provider_events_encode_like_sdk_events(tracker):
         ours.attributes["agentsight.tool.name"] = "changed"  # immutable, as add_event's are
     encoded = encode_spans([span]).resource_spans[0].scope_spans[0].spans[0].events[-1]
     assert {kv.key for kv in encoded.attributes} == set(ours.attributes)
+
+
+def test_a_full_queue_waits_for_a_busy_but_healthy_server_instead_of_spilling(server, monkeypatch):
+    # A queue of about two conversations, a server that takes 50 ms per request: the senders outpace delivery, and
+    # every conversation must still go over the network, not through the spool.
+    monkeypatch.setattr(processor_module, "MAX_QUEUED_EVENTS", 12)
+    server.set_faults(Faults(latency=0.05))
+    t = ConversationTracker()
+    t.configure(api_key=server.api_key, endpoint=server.url)
+    try:
+
+        def sender(worker):
+            for c in range(worker, 24, 3):
+                for i in range(5):
+                    t.track_human_message(f"q{i}", conversation_id=f"busy-{c}")
+                assert t.send_tracked_data(conversation_id=f"busy-{c}", wait=False)["queued"]
+
+        run_in_threads(sender, 3)
+        t.flush(timeout=60)
+        stats = t._exporter_for_export().stats()
+        assert stats["spooled"] == 0 and stats["delivered"] >= 24, stats
+        for c in range(24):
+            assert [i["content"] for i in server.transcript(f"busy-{c}")["items"]] == [f"q{i}" for i in range(5)]
+    finally:
+        t.shutdown()
+
+
+def test_a_full_queue_spills_during_an_outage_and_flush_delivers_the_spill(server, monkeypatch):
+    monkeypatch.setattr(processor_module, "MAX_QUEUED_EVENTS", 12)
+    server.set_faults(Faults(outage_seconds=3600))
+    t = ConversationTracker()
+    t.configure(api_key=server.api_key, endpoint=server.url, timeout=1)
+    try:
+        for c in range(12):
+            for i in range(5):
+                t.track_human_message(f"q{i}", conversation_id=f"down-{c}")
+            t.send_tracked_data(conversation_id=f"down-{c}", wait=False)
+        exporter = t._exporter_for_export()
+        wait_until(lambda: exporter.stats()["spooled"] >= 12, timeout=60)  # spilled or failed over: all on disk
+        assert not server.transcript("down-0")
+        server.set_faults(Faults())
+        t.flush(timeout=60)
+        assert exporter.spool.stats().entries == 0  # flush delivered what was spilled, not only the queue
+        for c in range(12):
+            assert [i["content"] for i in server.transcript(f"down-{c}")["items"]] == [f"q{i}" for i in range(5)]
+    finally:
+        t.shutdown()
