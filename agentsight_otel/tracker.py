@@ -495,10 +495,7 @@ class ConversationTracker:
             if span is None or bucket.events_in_span >= self._event_limit:
                 span, finished = self._open_span(bucket, ts)
             index = bucket.events_in_span
-            if self._direct_events and isinstance(span, SdkSpan):  # a sampler may hand out non-recording spans
-                span._add_event(Event(event, _EventAttributes(attributes), ts))
-            else:
-                span.add_event(event, attributes, timestamp=ts)
+            self._put_event(span, event, attributes, ts)
             bucket.events_in_span = index + 1
             if item_type is not None and data is not None:
                 bucket.types.append(_TYPE_CODE[item_type])
@@ -508,6 +505,12 @@ class ConversationTracker:
                 bucket.file_events[len(bucket.types) - 1] = (*bucket.span_key, index)
         if finished is not None:
             finished.end()
+
+    def _put_event(self, span: Any, name: str, attributes: dict[str, Any], ts: int) -> None:
+        if self._direct_events and isinstance(span, SdkSpan):  # a sampler may hand out non-recording spans
+            span._add_event(Event(name, _EventAttributes(attributes), ts))
+        else:
+            span.add_event(name, attributes, timestamp=ts)
 
     @staticmethod
     def _field_attributes(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -567,10 +570,12 @@ class ConversationTracker:
             self._known_fields.move_to_end(cid)
             while len(self._known_fields) > REMEMBERED_CONVERSATIONS:
                 self._known_fields.popitem(last=False)
+            was_open = bucket.span is not None and bucket.events_in_span < self._event_limit
             span, finished = self._open_span(bucket, bucket.next_timestamp())
-            span.set_attributes(self._field_attributes(bucket.fields))
+            if was_open:  # a new span starts with the fields already
+                span.set_attributes(self._field_attributes(bucket.fields))
             ts = bucket.next_timestamp()
-            span.add_event(sc.EVENT_CONVERSATION, {sc.CONVERSATION_IS_USED: is_used}, timestamp=ts)
+            self._put_event(span, sc.EVENT_CONVERSATION, {sc.CONVERSATION_IS_USED: is_used}, ts)
             bucket.events_in_span += 1
             bucket.append("conversation", ts, data)
         if finished is not None:

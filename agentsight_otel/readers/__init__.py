@@ -70,11 +70,24 @@ def _first(attrs: Mapping[str, Any], names: Iterable[str]) -> str | None:
     return None
 
 
+def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """A span's attributes, as the plain dict underneath the SDK's read-only view when there is one.
+
+    Readers look up a dozen names per span, most of them absent; through the view each miss costs a raised and
+    caught KeyError (``Mapping.get``), on the dict a miss costs nothing.
+    """
+    inner = getattr(span, "_attributes", None)
+    inner = getattr(inner, "_dict", inner)
+    if type(inner) is dict:
+        return inner
+    return span.attributes or {}
+
+
 def parse_span(span: ReadableSpan) -> ParsedSpan | None:
     """Read one span with the reader of its convention; ``None`` for a span that says nothing and ends no trace."""
     if span.context is None:
         return None
-    attrs = span.attributes or {}
+    attrs = span_attributes(span)
     records: tuple[Record, ...] = ()
     items: tuple[LlmCall | ToolRun, ...] = ()
     conversation = None
