@@ -188,9 +188,9 @@ class AgentSightSpanExporter(SpanExporter):
         if self._delivery is None:
             self._record(batches, Outcome(False, self._config_error or "exporter not configured"))
             return
-        units, owners = self._units(batches)
+        units = self._units(batches)
         outcomes = self._delivery.spool_units(units, reason)
-        self._record_outcomes(units, owners, outcomes)
+        self._record_outcomes(units, outcomes)
 
     # -- stages ---------------------------------------------------------------------------------------------
 
@@ -208,7 +208,10 @@ class AgentSightSpanExporter(SpanExporter):
             logger.error("%s", message)
             return SpanExportResult.FAILURE
         self._rules.learn_environments(self._transport.server_info().environments)
-        units, owners = self._units(batches)
+        units = self._units(batches)
+        # From here on only the encoded units are needed: the records can go while the request is in flight,
+        # rather than outliving it and being promoted into the garbage collector's oldest generation.
+        del batches
         deadline = time.monotonic() + self._settings.timeout
         if self._exit_deadline is not None:  # at exit: one shared budget, then straight to the spool
             deadline = min(deadline, self._exit_deadline)
@@ -216,7 +219,7 @@ class AgentSightSpanExporter(SpanExporter):
             outcomes = self._delivery.spool_units(units, "the process was exiting")
         else:
             outcomes = self._delivery.deliver(units, deadline)
-        self._record_outcomes(units, owners, outcomes)
+        self._record_outcomes(units, outcomes)
         delivered = all(outcomes.get(id(u), Outcome(False)).delivered for u in units)
         return SpanExportResult.SUCCESS if delivered else SpanExportResult.FAILURE
 
@@ -245,10 +248,9 @@ class AgentSightSpanExporter(SpanExporter):
         except Exception:  # noqa: BLE001
             logger.exception("AgentSight export of held spans failed")
 
-    def _units(self, batches: list[ConversationBatch]) -> tuple[list[Unit], dict[int, ConversationBatch]]:
+    def _units(self, batches: list[ConversationBatch]) -> list[Unit]:
         """Ingest blocks, then the attachment uploads whose bytes this process holds."""
         units: list[Unit] = []
-        owners: dict[int, ConversationBatch] = {}
         for batch in batches:
             if not batch.records:
                 continue
@@ -257,14 +259,13 @@ class AgentSightSpanExporter(SpanExporter):
             block = encode_block(batch, self._rules)
             unit = Unit(block.conversation_id, dumps(block.body), sources=block.sources)
             units.append(unit)
-            owners[id(unit)] = batch
         for batch in batches:
             for record in batch.records:
                 if isinstance(record, Attachments):
                     upload = self._attachment_unit(batch.conversation.conversation_id, record)
                     if upload is not None:
                         units.append(upload)
-        return units, owners
+        return units
 
     def _attachment_unit(self, cid: str, record: Attachments) -> Unit | None:
         descriptors = parse_document(record.files) or []
@@ -294,7 +295,7 @@ class AgentSightSpanExporter(SpanExporter):
     # -- reporting ------------------------------------------------------------------------------------------
 
     def _record_outcomes(
-        self, units: list[Unit], owners: dict[int, ConversationBatch], outcomes: dict[int, Outcome]
+        self, units: list[Unit], outcomes: dict[int, Outcome]
     ) -> None:
         for unit in units:
             outcome = outcomes.get(id(unit))
