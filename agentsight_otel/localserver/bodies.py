@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from dataclasses import dataclass
 from email import policy
@@ -12,7 +13,12 @@ from typing import Any
 
 from ..jsondoc import HAS_ORJSON, loads
 
-_CHUNK = 64 * 1024
+# The ingest envelope exactly as the SDKs write it (compact JSON, `sdk` with name and version, then the blocks),
+# which ingest_block_texts cuts into blocks. The sdk strings are limited to printable ASCII without `"` or `\`,
+# so a match is always valid JSON.
+_ENVELOPE_HEAD = re.compile(rb'\{"sdk":\{"name":"[ !#-\[\]-~]*","version":"[ !#-\[\]-~]*"\},"conversations":\[')
+_ENVELOPE_TAIL = b"]}"
+_BLOCK_SEPARATOR = b'},{"conversation_id":'
 
 
 class BodyTooLarge(Exception):
@@ -41,26 +47,27 @@ def media_type(content_type: str | None) -> str:
 def inflate_gzip(data: bytes, cap: int) -> bytes:
     """Inflate a gzip body, raising BodyTooLarge as soon as the output would pass `cap` bytes.
 
-    Output is produced in bounded steps (`max_length`), so a small bomb is never fully expanded.
+    Each member is inflated in one call bounded by `max_length`, so a small bomb is never expanded beyond
+    cap + 1 bytes (zlib grows its output as it goes, it does not allocate the bound up front).
     Concatenated gzip members are supported, as `gzip.decompress` does.
     """
-    output = bytearray()
+    parts = []
+    size = 0
     pending = data
     while pending:
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        chunk = pending
-        while chunk and not inflater.eof:
-            try:
-                output += inflater.decompress(chunk, min(_CHUNK, cap + 1 - len(output)))
-            except zlib.error as exc:
-                raise BadBody("Invalid gzip body.") from exc
-            if len(output) > cap:
-                raise BodyTooLarge()
-            chunk = inflater.unconsumed_tail
-        if not inflater.eof:
+        try:
+            part = inflater.decompress(pending, cap + 1 - size)  # >= 1: 0 would mean "no limit"
+        except zlib.error as exc:
+            raise BadBody("Invalid gzip body.") from exc
+        size += len(part)
+        if size > cap:
+            raise BodyTooLarge()
+        if not inflater.eof:  # all input consumed below the bound, yet the member did not end
             raise BadBody("Invalid gzip body (truncated).")
+        parts.append(part)
         pending = inflater.unused_data
-    return bytes(output)
+    return b"".join(parts)  # a single member is returned as is, not copied
 
 
 def _reject_constant(name: str) -> Any:
@@ -68,7 +75,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def parse_json(raw: bytes) -> Any:
+def parse_json(raw: bytes | memoryview) -> Any:
     """Parse a UTF-8 JSON body strictly (no NaN/Infinity), raising BadBody with a DRF-like detail.
 
     orjson, when installed, is strict already (it refuses NaN and Infinity) and several times faster.
@@ -76,9 +83,38 @@ def parse_json(raw: bytes) -> Any:
     try:
         if HAS_ORJSON:
             return loads(raw)
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        return json.loads(str(raw, "utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadBody(f"JSON parse error - {exc}") from exc
+
+
+def ingest_block_texts(raw: bytes) -> list[memoryview] | None:
+    """Cut a compact ingest body into the JSON texts of its blocks; None when the body has any other shape.
+
+    Why: parsed in one go, a batch of megabytes becomes millions of objects before the first block is checked,
+    so every block has left the CPU cache again by the time it is checked and stored, and the whole batch stays
+    in memory until the end. Parsed one block at a time, each block is handled while cached and its memory is
+    reused by the next.
+
+    Why a cut is safe: the separator `},{"conversation_id":` contains unescaped quotes right after `{`, so in
+    valid JSON it never starts inside a string. A cut deeper down (an object in some metadata that begins with
+    conversation_id) leaves the piece before it with an unclosed bracket, so that piece does not parse. Hence,
+    when every piece parses, the body is exactly {"sdk": {...}, "conversations": [piece, piece, ...]}; when one
+    does not, the caller must parse the whole body instead (which also gives the right error message).
+    """
+    head = _ENVELOPE_HEAD.match(raw)
+    if head is None or not raw.endswith(_ENVELOPE_TAIL):
+        return None
+    view = memoryview(raw)
+    start, end = head.end(), len(raw) - len(_ENVELOPE_TAIL)
+    texts = []
+    while start < end:
+        cut = raw.find(_BLOCK_SEPARATOR, start, end)
+        if cut < 0:
+            cut = end - 1  # the last block ends where the list does
+        texts.append(view[start : cut + 1])
+        start = cut + 2  # skip `},`: the next block starts at its `{`
+    return texts
 
 
 def _form_message(content_type: str, body: bytes) -> EmailMessage:

@@ -213,6 +213,7 @@ class FaultInjector:
     def __init__(self, faults: Faults | None = None) -> None:
         self._lock = threading.Lock()
         self._faults = Faults()
+        self._idle = True
         self._random = random.Random()
         self._outage_until = 0.0
         self._outage_mode = "reset"
@@ -224,6 +225,7 @@ class FaultInjector:
         config = Faults() if faults is None else replace(faults)  # replace() copies and re-validates
         with self._lock:
             self._faults = config
+            self._idle = not config.active  # only an outage() can then affect a request
             self._random = random.Random(config.seed)
             if config.outage_seconds > 0:
                 self._outage_until = time.monotonic() + config.outage_seconds
@@ -275,13 +277,16 @@ class FaultInjector:
         """Decide the fate of one request on `path`; None when nothing can happen to it.
 
         Every affected request draws exactly four random numbers, so a seeded run that sends the same requests
-        in the same order meets the same faults.
+        in the same order meets the same faults. With faults that inject nothing (and no outage) it draws none:
+        the numbers could not change anything, and setting new faults re-seeds the generator anyway.
         """
         with self._lock:
             faults = self._faults
             limit = faults.max_ingest_bytes if path == INGEST_PATH else None
             if path not in faults.paths:
                 return None if limit is None else FaultPlan(path, max_ingest_bytes=limit)
+            if self._idle and time.monotonic() >= self._outage_until:
+                return None  # nothing to inject (limit is None too); the draws would change nothing either
             draw_latency, draw_reset, draw_status, draw_accept = (self._random.random() for _ in range(4))
             outage = self._outage_mode if time.monotonic() < self._outage_until else None
         if isinstance(faults.latency, tuple):

@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from ..jsondoc import dumps_str, loads
-from .timeutil import format_timestamp, parse_timestamp, utc_now
+from ..jsondoc import dumps, dumps_str, loads
+from .timeutil import all_canonical, format_timestamp, parse_timestamp, utc_now
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -83,6 +83,13 @@ _SPAN_COLUMNS = (
     "span_id, trace_id, parent_span_id, kind, name, started_at, ended_at, duration_ms, status, "
     "attributes, events, otel, received_at"
 )
+_INSERT_SPAN = (
+    f"INSERT OR IGNORE INTO spans (conversation_pk, {_SPAN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class _Refused(Exception):
+    """A block failed the check of Store.ingest_checked: roll back."""
 
 
 @dataclass
@@ -92,6 +99,14 @@ class IngestResult:
     conversations: int = 0
     spans_received: int = 0
     spans_stored: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        """The response body (what dataclasses.asdict gives, without its deep copy)."""
+        return {
+            "conversations": self.conversations,
+            "spans_received": self.spans_received,
+            "spans_stored": self.spans_stored,
+        }
 
 
 @dataclass
@@ -118,6 +133,32 @@ def _decode_json(text: str | None, default: Any = None) -> Any:
     return default if text is None else loads(text)
 
 
+def _span_rows(pk: int, spans: list[dict[str, Any]], now: str) -> list[tuple[Any, ...]]:
+    """The spans-table rows of validated span dicts; the JSON columns are re-serialised compactly.
+
+    Written out inline (no _encode_json/dumps_str helpers): this runs for every span of every batch.
+    """
+    return [
+        (
+            pk,
+            span["span_id"],
+            span["trace_id"],
+            span.get("parent_span_id"),
+            span["kind"],
+            span["name"],
+            span.get("started_at"),
+            span.get("ended_at"),
+            span.get("duration_ms"),
+            span.get("status") or "unset",
+            dumps(span.get("attributes") or {}).decode(),
+            dumps(span.get("events") or []).decode(),
+            None if (otel := span.get("otel")) is None else dumps(otel).decode(),
+            now,
+        )
+        for span in spans
+    ]
+
+
 def _conversation_row(row: sqlite3.Row) -> dict[str, Any]:
     """Turn a conversations row into a plain dict with decoded metadata and a boolean is_used."""
     data = dict(row)
@@ -135,16 +176,36 @@ def _span_row(row: sqlite3.Row) -> dict[str, Any]:
     return data
 
 
-def block_activity(spans: Iterable[dict[str, Any]]) -> str | None:
-    """Return the latest span/event time of a block in canonical form, used to order conversations."""
-    latest = None
+def _block_timestamps(spans: Iterable[dict[str, Any]]) -> list[Any]:
+    """Every span start/end and event time of a block, as sent (a null start or end is left out)."""
+    stamps = []
     for span in spans:
-        stamps = [span.get("started_at"), span.get("ended_at")]
-        stamps.extend(event.get("timestamp") for event in span.get("events") or [])
-        for stamp in stamps:
-            parsed = parse_timestamp(stamp)
-            if parsed is not None and (latest is None or parsed > latest):
-                latest = parsed
+        started, ended, events = span.get("started_at"), span.get("ended_at"), span.get("events")
+        if started is not None:
+            stamps.append(started)
+        if ended is not None:
+            stamps.append(ended)
+        if events:
+            stamps.extend([event.get("timestamp") for event in events])
+    return stamps
+
+
+def block_activity(spans: Iterable[dict[str, Any]]) -> str | None:
+    """Return the latest span/event time of a block in canonical form, used to order conversations.
+
+    Usually every stamp is already canonical (the SDKs' own format): then the latest is simply the greatest
+    string. Otherwise each stamp is parsed and the ones that are not date-times are ignored.
+    """
+    stamps = _block_timestamps(spans)
+    if not stamps:
+        return None
+    if all_canonical(stamps):
+        return max(stamps)
+    latest = None
+    for stamp in stamps:
+        parsed = parse_timestamp(stamp)
+        if parsed is not None and (latest is None or parsed > latest):
+            latest = parsed
     return None if latest is None else format_timestamp(latest)
 
 
@@ -159,6 +220,9 @@ class Store:
         self._conn.execute("PRAGMA foreign_keys = ON")
         if not _is_memory(db_path):
             self._conn.execute("PRAGMA journal_mode = WAL")
+            # a local test server: an application crash loses nothing, only a power cut may lose the last batches,
+            # and in exchange a commit does not wait for the disk (FULL syncs on every ingest request)
+            self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.executescript(_SCHEMA)
         self._closed = False
 
@@ -190,16 +254,21 @@ class Store:
 
     @staticmethod
     def _insert_conversation(
-        conn: sqlite3.Connection, conversation_id: str, fields: dict[str, Any], is_used: bool, now: str
+        conn: sqlite3.Connection,
+        conversation_id: str,
+        fields: dict[str, Any],
+        is_used: bool,
+        now: str,
+        activity: str | None = None,
     ) -> int:
-        """Insert a new conversation row and return its pk."""
+        """Insert a new conversation row (last_activity = `activity`) and return its pk."""
         columns = [key for key in CONVERSATION_FIELDS if key in fields]
         values = [_encode_json(fields[c]) if c == "metadata" else fields[c] for c in columns]
-        names = ", ".join(["conversation_id", *columns, "is_used", "created_at", "updated_at"])
-        marks = ", ".join("?" * (len(columns) + 4))
+        names = ", ".join(["conversation_id", *columns, "is_used", "created_at", "updated_at", "last_activity"])
+        marks = ", ".join("?" * (len(columns) + 5))
         cursor = conn.execute(
             f"INSERT INTO conversations ({names}) VALUES ({marks})",
-            (conversation_id, *values, int(is_used), now, now),
+            (conversation_id, *values, int(is_used), now, now, activity),
         )
         return int(cursor.lastrowid or 0)
 
@@ -213,21 +282,31 @@ class Store:
     def _upsert_conversation(
         self,
         conn: sqlite3.Connection,
+        pk: int | None,
         conversation_id: str,
         fields: dict[str, Any],
         mark_used: bool,
         now: str,
+        activity: str | None,
     ) -> int:
-        """Create the row or overwrite the fields present; only mark_used can flip is_used (never back)."""
-        pk = self._find_pk(conn, conversation_id)
+        """Create the row or overwrite the fields present; only mark_used can flip is_used (never back).
+
+        last_activity moves forward to `activity` in the same statement (canonical timestamps compare as text).
+        """
         if pk is None:
-            return self._insert_conversation(conn, conversation_id, fields, mark_used, now)
+            return self._insert_conversation(conn, conversation_id, fields, mark_used, now, activity)
         columns = [key for key in CONVERSATION_FIELDS if key in fields]
         assignments = [f"{column} = ?" for column in columns] + ["updated_at = ?"]
-        values = [_encode_json(fields[c]) if c == "metadata" else fields[c] for c in columns]
+        values: list[Any] = [_encode_json(fields[c]) if c == "metadata" else fields[c] for c in columns]
+        values.append(now)
         if mark_used:
             assignments.append("is_used = 1")
-        conn.execute(f"UPDATE conversations SET {', '.join(assignments)} WHERE id = ?", (*values, now, pk))
+        if activity is not None:
+            assignments.append(
+                "last_activity = CASE WHEN last_activity IS NULL OR last_activity < ? THEN ? ELSE last_activity END"
+            )
+            values += [activity, activity]
+        conn.execute(f"UPDATE conversations SET {', '.join(assignments)} WHERE id = ?", (*values, pk))
         return pk
 
     @staticmethod
@@ -283,54 +362,61 @@ class Store:
 
     @staticmethod
     def _insert_spans(conn: sqlite3.Connection, pk: int, spans: list[dict[str, Any]], now: str) -> int:
-        """Insert spans, ignoring ones already stored for this conversation; return how many were new."""
-        stored = 0
-        for span in spans:
-            cursor = conn.execute(
-                f"INSERT OR IGNORE INTO spans (conversation_pk, {_SPAN_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    pk,
-                    span["span_id"],
-                    span["trace_id"],
-                    span.get("parent_span_id"),
-                    span["kind"],
-                    span["name"],
-                    span.get("started_at"),
-                    span.get("ended_at"),
-                    span.get("duration_ms"),
-                    span.get("status") or "unset",
-                    dumps_str(span.get("attributes") or {}),
-                    dumps_str(span.get("events") or []),
-                    _encode_json(span.get("otel")),
-                    now,
-                ),
-            )
-            stored += cursor.rowcount
-        return stored
+        """Insert spans with one prepared statement, ignoring ones already stored for this conversation; return
+        how many were new (executemany sums the rows each insert changed)."""
+        if not spans:
+            return 0
+        return conn.executemany(_INSERT_SPAN, _span_rows(pk, spans, now)).rowcount
 
-    def ingest(self, blocks: list[dict[str, Any]], default_environment: str) -> IngestResult:
+    def ingest(self, blocks: Iterable[dict[str, Any]], default_environment: str) -> IngestResult:
         """Store validated blocks in one transaction: upsert each conversation, then add its new spans.
 
         A block with any span whose kind is not `conversation` marks the row used; a null environment is
         treated as absent, and a new row without one gets `default_environment`.
         """
-        result = IngestResult(conversations=len(blocks))
-        now = utc_now()
-        with self._transaction() as conn:
-            for block in blocks:
-                spans = block.get("spans") or []
-                fields = {key: block[key] for key in CONVERSATION_FIELDS if key in block}
-                if fields.get("environment") is None:
-                    fields.pop("environment", None)
-                    if self._find_pk(conn, block["conversation_id"]) is None:
-                        fields["environment"] = default_environment
-                mark_used = any(span.get("kind") != "conversation" for span in spans)
-                pk = self._upsert_conversation(conn, block["conversation_id"], fields, mark_used, now)
-                result.spans_received += len(spans)
-                result.spans_stored += self._insert_spans(conn, pk, spans, now)
-                self._bump_activity(conn, pk, block_activity(spans))
+        result = self._ingest(blocks, default_environment, None)
+        assert result is not None  # only a check can refuse a block
         return result
+
+    def ingest_checked(
+        self, blocks: Iterable[Any], default_environment: str, accept: Callable[[Any], bool]
+    ) -> IngestResult | None:
+        """Like ingest, but each block must pass `accept` right before it is stored; the first one refused rolls
+        everything back and makes this return None (nothing stored). `blocks` may be a lazy iterator."""
+        return self._ingest(blocks, default_environment, accept)
+
+    def _ingest(
+        self, blocks: Iterable[Any], default_environment: str, accept: Callable[[Any], bool] | None
+    ) -> IngestResult | None:
+        """Store the blocks in one transaction, block by block; None (and nothing stored) if `accept` refuses one."""
+        result = IngestResult()
+        now = utc_now()
+        try:
+            with self._transaction() as conn:
+                for block in blocks:
+                    if accept is not None and not accept(block):
+                        raise _Refused
+                    result.conversations += 1
+                    result.spans_received += len(block.get("spans") or ())
+                    result.spans_stored += self._store_block(conn, block, default_environment, now)
+                    del block  # let a consumed iterator (views) free the block before the next one is built
+        except _Refused:
+            return None
+        return result
+
+    def _store_block(self, conn: sqlite3.Connection, block: dict[str, Any], default_environment: str, now: str) -> int:
+        """Upsert one block's conversation and insert its new spans; return how many spans were new."""
+        spans = block.get("spans") or []
+        conversation_id = block["conversation_id"]
+        fields = {key: block[key] for key in CONVERSATION_FIELDS if key in block}
+        pk = self._find_pk(conn, conversation_id)
+        if fields.get("environment") is None:
+            fields.pop("environment", None)
+            if pk is None:
+                fields["environment"] = default_environment
+        mark_used = any(span.get("kind") != "conversation" for span in spans)
+        pk = self._upsert_conversation(conn, pk, conversation_id, fields, mark_used, now, block_activity(spans))
+        return self._insert_spans(conn, pk, spans, now)
 
     def spans_of(self, pk: int) -> list[dict[str, Any]]:
         """Return every stored span of a conversation in arrival order."""

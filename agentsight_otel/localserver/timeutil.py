@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import re
+from collections import deque
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 # Python 3.9's fromisoformat rejects "Z" and fractions other than 3/6 digits, so parse by hand.
 _ISO_RE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?"
     r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?$"
 )
+
+# Exactly what format_timestamp writes (and the SDKs send): fixed width, so such strings sort as text in time order.
+_CANONICAL = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}\+00:00"
+_CANONICAL_LINES_RE = re.compile(f"(?:{_CANONICAL}\n)*{_CANONICAL}")
 
 
 def parse_timestamp(value: object) -> datetime | None:
@@ -45,3 +51,23 @@ def format_timestamp(value: datetime) -> str:
 def utc_now() -> str:
     """Return the current time in the canonical format."""
     return format_timestamp(datetime.now(timezone.utc))
+
+
+def all_canonical(stamps: list[Any]) -> bool:
+    """Tell whether every stamp (at least one) is a real date-time written exactly as format_timestamp writes it.
+
+    Ingest meets a few timestamps per item, so this runs C loops over the whole list (one regex over the joined
+    text, then datetime's parser) instead of calling parse_timestamp per stamp. Stamps that pass are valid for
+    parse_timestamp, are their own canonical form, and their text order is their time order.
+    """
+    try:
+        text = "\n".join(stamps)
+    except TypeError:  # None or something else that is not a string
+        return False
+    if _CANONICAL_LINES_RE.fullmatch(text) is None:
+        return False
+    try:
+        deque(map(datetime.fromisoformat, stamps), maxlen=0)  # the pattern lets February 30th through
+    except ValueError:
+        return False
+    return True

@@ -266,6 +266,83 @@ def _check_span(span: object, errors: Errors, prefix: str) -> None:
         _add(errors, f"{prefix}.otel", NOT_OBJECT)
 
 
+# -- fast path -------------------------------------------------------------------------------------------
+# Almost every span a client sends is valid, and the detailed checks above cost a dozen calls and f-strings per
+# span. These predicates answer "certainly valid?" with a few type checks inline; whenever they say no, the
+# detailed checks run and produce the messages. They must never say yes where a detailed check would complain
+# (tests/test_localserver_fastpath.py compares the two).
+
+_is_span_id = _SPAN_ID_RE.fullmatch
+_is_trace_id = _TRACE_ID_RE.fullmatch
+_TOOL_RESPONSE, _TOOL_ERROR = SPAN_TEXT_ATTRIBUTES
+(_MESSAGE_CONTENT,) = EVENT_TEXT_ATTRIBUTES
+
+
+def _events_are_clean(events: list[Any]) -> bool:
+    """Every event is one _check_events accepts: {name: str, timestamp: date-time, attributes: object or null}."""
+    for event in events:
+        if type(event) is not dict or type(event.get("name")) is not str:
+            return False
+        stamp = event.get("timestamp")
+        if stamp is None or parse_timestamp(stamp) is None:
+            return False
+        attributes = event.get("attributes")
+        if attributes is None:
+            continue
+        if type(attributes) is not dict:
+            return False
+        if isinstance(text := attributes.get(_MESSAGE_CONTENT), str) and len(text) > MAX_TEXT_CHARS:
+            return False
+    return True
+
+
+def _span_is_clean(span: object) -> bool:
+    """True only when _check_span would report nothing for this span (False means "look closer")."""
+    if type(span) is not dict:
+        return False
+    get = span.get
+    span_id, trace_id, parent = get("span_id"), get("trace_id"), get("parent_span_id")
+    if type(span_id) is not str or type(trace_id) is not str or _is_span_id(span_id) is None:
+        return False
+    if _is_trace_id(trace_id) is None or (parent is not None and (type(parent) is not str or not _is_span_id(parent))):
+        return False
+    if type(get("kind")) is not str or type(get("name")) is not str:
+        return False
+    started, ended, duration = get("started_at"), get("ended_at"), get("duration_ms")
+    if started is not None and parse_timestamp(started) is None:
+        return False
+    if ended is not None and parse_timestamp(ended) is None:
+        return False
+    if duration is not None and type(duration) is not float and type(duration) is not int:  # bool is not a number
+        return False
+    status, attributes, otel = get("status", "unset"), get("attributes", {}), get("otel")
+    if type(status) is not str or status not in SPAN_STATUSES or (otel is not None and type(otel) is not dict):
+        return False
+    if type(attributes) is not dict:
+        return False
+    if isinstance(text := attributes.get(_TOOL_RESPONSE), str) and len(text) > MAX_TEXT_CHARS:
+        return False
+    if isinstance(text := attributes.get(_TOOL_ERROR), str) and len(text) > MAX_TEXT_CHARS:
+        return False
+    events = get("events")
+    return events is None or (type(events) is list and (not events or _events_are_clean(events)))
+
+
+def block_is_clean(block: object, environments: tuple[str, ...]) -> bool:
+    """True only when validate_block would find nothing wrong with this block: the check ingest runs first."""
+    if type(block) is not dict or not BLOCK_KEYS.issuperset(block):
+        return False
+    errors: Errors = {}
+    _check_block_conversation_id(block, errors)
+    check_conversation_fields(block, environments, errors)  # a handful of fields per block: cheap enough as is
+    if errors:
+        return False
+    spans = block.get("spans")
+    if spans is None:
+        return True
+    return type(spans) is list and all(map(_span_is_clean, spans))
+
+
 def _check_spans(block: dict[str, Any], errors: Errors) -> None:
     """spans is optional; when present it must be a list of valid span dicts."""
     spans = block.get("spans")
@@ -275,7 +352,8 @@ def _check_spans(block: dict[str, Any], errors: Errors) -> None:
         _add(errors, "spans", f'Expected a list of items but got type "{_type_name(spans)}".')
         return
     for index, span in enumerate(spans):
-        _check_span(span, errors, f"spans[{index}]")
+        if not _span_is_clean(span):  # only a span that may be wrong pays for the detailed check
+            _check_span(span, errors, f"spans[{index}]")
 
 
 def validate_block(block: object, environments: Iterable[str]) -> Errors:

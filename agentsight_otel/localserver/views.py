@@ -6,17 +6,19 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from .bodies import BadBody, media_type, parse_json, parse_multipart
-from .store import CONVERSATION_FIELDS, FILTERABLE_FIELDS, NewFile, Store
+from .bodies import BadBody, ingest_block_texts, media_type, parse_json, parse_multipart
+from .store import CONVERSATION_FIELDS, FILTERABLE_FIELDS, IngestResult, NewFile, Store
 from .timeutil import parse_timestamp
 from .transcript import build_transcript, conversation_json, project_items
 from .validate import (
     MAX_FIELD_CHARS,
     EnvelopeError,
+    block_is_clean,
     extract_blocks,
     rejection_body,
     validate_ingest,
@@ -165,7 +167,56 @@ def me(state: ServerState, request: Request) -> Response:
 
 
 def ingest(state: ServerState, request: Request) -> Response:
-    """Validate the whole batch, refuse it entirely on any bad block, otherwise store every block."""
+    """Validate the whole batch, refuse it entirely on any bad block, otherwise store every block.
+
+    Nearly every batch is valid, so the store first tries it with the fast check (block_is_clean) on each block
+    just before storing it, and rolls back at the first block that check cannot vouch for. Only then does the
+    detailed validation run, to refuse the batch with its messages or, when that block was valid after all, to
+    store the batch the slow way.
+    """
+    environments = state.environments
+    blocks = _blocks_one_at_a_time(request)
+    result = state.store.ingest_checked(blocks, state.default_environment, lambda b: block_is_clean(b, environments))
+    if result is None:
+        result = _validate_then_store(state, request)
+    return json_response(200, result.as_json())
+
+
+def _blocks_one_at_a_time(request: Request) -> Iterator[Any]:
+    """The blocks of an ingest body, each parsed or released as late as possible (see ingest_block_texts).
+
+    A block text that does not parse is handed on as None, which the check refuses: the slow path then parses
+    the whole body and answers with the real parse error, if there is one.
+    """
+    _require_media(request, "application/json")
+    texts = ingest_block_texts(request.body)
+    if texts is not None:
+        return _parse_each(texts)
+    payload = _json_body(request)
+    try:
+        return _release_each(extract_blocks(payload))
+    except EnvelopeError as exc:
+        raise ApiError(400, {"detail": exc.detail}) from exc
+
+
+def _parse_each(texts: list[memoryview]) -> Iterator[Any]:
+    """Parse block texts lazily, one when the store asks for it."""
+    for text in texts:
+        try:
+            yield parse_json(text)
+        except BadBody:
+            yield None
+
+
+def _release_each(blocks: list[Any]) -> Iterator[Any]:
+    """Hand out the blocks of a parsed batch, dropping each from the list so its memory goes once it is stored."""
+    for index, block in enumerate(blocks):
+        blocks[index] = None
+        yield block
+
+
+def _validate_then_store(state: ServerState, request: Request) -> IngestResult:
+    """The detailed path: parse the whole body, validate every block (400 with the messages), then store."""
     payload = _json_body(request)
     try:
         rejections = validate_ingest(payload, state.environments)
@@ -173,8 +224,7 @@ def ingest(state: ServerState, request: Request) -> Response:
         raise ApiError(400, {"detail": exc.detail}) from exc
     if rejections:
         raise ApiError(400, rejection_body(rejections))
-    result = state.store.ingest(extract_blocks(payload), state.default_environment)
-    return json_response(200, asdict(result))
+    return state.store.ingest(extract_blocks(payload), state.default_environment)
 
 
 # -- /api/conversations/ ------------------------------------------------------------------------------
