@@ -18,7 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .jsondoc import dumps, loads
@@ -61,9 +61,20 @@ class DeliveryStats:
     dead: int = 0
     splits: int = 0
     replay_rounds: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        """Count under a lock: export workers and the replayer deliver at the same time."""
+        with self._lock:
+            for name, count in counts.items():
+                setattr(self, name, getattr(self, name) + count)
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()  # the parent's may have been held by a thread the child does not have
 
     def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
+        with self._lock:
+            return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
 
 
 def ingest_body(units: Sequence[Unit]) -> bytes:
@@ -171,6 +182,7 @@ class Delivery:
         self._replayer = None
         self._replay_lock = threading.Lock()
         self._outage = False
+        self.stats.after_fork()
 
     def start_replayer(self) -> None:
         """Start draining the spool in the background (idempotent); data left by an earlier run goes first."""
@@ -274,7 +286,7 @@ class Delivery:
                 self._bury([piece], 413, "a single span is larger than the maximum request size", result)
                 buried.append(piece)
                 continue
-            self.stats.splits += 1
+            self.stats.add(splits=1)
             pending.extend(reversed(parts))
         fitting.reverse()
         if fitting != [unit]:
@@ -294,8 +306,7 @@ class Delivery:
             return
         body = ingest_body(group)
         reply = self._transport.post_body(INGEST_PATH, body, deadline=self._deadline(deadline), allow_gzip=True)
-        self.stats.requests += 1
-        self.stats.retries += max(reply.attempts - 1, 0)
+        self.stats.add(requests=1, retries=max(reply.attempts - 1, 0))
         if reply.ok:
             self._delivered(group, reply, result)
             return
@@ -321,7 +332,7 @@ class Delivery:
             self._bury(group, 400, reply.describe(), result)
             return
         if status == 413:
-            self.stats.splits += 1
+            self.stats.add(splits=1)
             # Learn the server's limit, so later requests are packed small enough from the start.
             self.max_request_bytes = max(min(self.max_request_bytes, len(body) // 2), MIN_REQUEST_BYTES)
             if len(group) > 1:
@@ -373,7 +384,7 @@ class Delivery:
             doc["conversation"] = str(pk)
             doc.pop("conversation_id", None)
             reply = self._transport.post_json("/api/attachments/", doc, deadline=self._deadline(deadline))
-        self.stats.requests += 1
+        self.stats.add(requests=1)
         if reply.ok:
             self._delivered([unit], reply, result)
         elif reply.status is None or reply.status in RETRYABLE_STATUSES or reply.status >= 500:
@@ -391,8 +402,8 @@ class Delivery:
         spooled_ids = [u.entry_id for u in units if u.entry_id is not None]
         if spooled_ids and self._spool is not None:
             self._spool.delete(spooled_ids)
-            self.stats.replayed += len(spooled_ids)
-        self.stats.delivered += len(units)
+            self.stats.add(replayed=len(spooled_ids))
+        self.stats.add(delivered=len(units))
         for u in units:
             result.outcomes[id(u)] = Outcome(True, None, reply.body)
 
@@ -438,13 +449,13 @@ class Delivery:
             for u in units:
                 result.outcomes[id(u)] = Outcome(False, message)
             return
-        self.stats.spooled += len(units)
+        self.stats.add(spooled=len(units))
         self._nudge()
         for u in units:
             result.outcomes[id(u)] = Outcome(False, f"spooled for retry: {reason}", None, True)
 
     def _bury(self, units: list[Unit], status: int | None, reason: str, result: _Result) -> None:
-        self.stats.dead += len(units)
+        self.stats.add(dead=len(units))
         for u in units:
             logger.warning("AgentSight refused conversation %s for good: %s", u.conversation_id, reason)
             if self._spool is not None:
@@ -471,7 +482,7 @@ class Delivery:
             entries = self._spool.claim(max_bytes=self.max_request_bytes)
             if not entries:
                 return None
-            self.stats.replay_rounds += 1
+            self.stats.add(replay_rounds=1)
             units = [Unit(e.conversation_id, e.body, e.kind, (), e.id) for e in entries]
             result = _Result()
             self._send(units, deadline, result)
