@@ -72,10 +72,14 @@ class Bridge:
         self.exporter: SpanExporter = exporter if exporter is not None else make_exporter(**exporter_options)
         ledger = _ledgers.get(self.exporter) if isinstance(self.exporter, AgentSightSpanExporter) else None
         self.converter = Converter()
+        # Several export lanes need an exporter that may be called from several threads at once, which the SDK
+        # never does: AgentSightSpanExporter reads under a lock and delivers concurrently. Others get one lane.
+        concurrent = isinstance(self.exporter, AgentSightSpanExporter)
         self.queue = ExportQueue(
             self.exporter,
             max_queued_spans=self.settings.max_queued_spans,
             max_batch_spans=self.settings.max_batch_spans,
+            workers=self.settings.export_workers if concurrent else 1,
             ledger=ledger,
         )
         path = self.settings.path.rstrip("/") or "/"
@@ -177,15 +181,18 @@ class Bridge:
     def serve_until_signalled(self, on_ready: Callable[[Bridge], None] | None = None, *, tune_gc: bool = True) -> bool:
         """Start, then run until SIGTERM or SIGINT; then drain and stop. For the command line (main thread).
 
-        ``tune_gc`` (for a process that does nothing but bridge): freeze the start-up objects and collect the
-        young generation less often. A request creates tens of thousands of short-lived objects, freed by reference
-        counting anyway; the default thresholds make the cycle collector rescan the queued spans again and again
-        (measured: about a third more spans per second through the bridge with it).
+        ``tune_gc`` (for a process that does nothing but bridge): freeze the start-up objects and run the
+        young-generation collection less often. Reference counting frees most of what a request creates, but the
+        spans waiting for export stay alive a while (about 20 tracked objects each, with what the exporter makes
+        of them), and every young collection walks all such objects allocated since the previous one. Measured in
+        the bridge benchmark (four concurrent requests of 2,000 spans): about 18 µs of CPU per span in collections
+        with a threshold of 50,000, under 1 µs with 200,000. The bridge makes hardly any cyclic garbage, and what
+        it makes is still collected.
         """
         if tune_gc:
             gc.collect()
             gc.freeze()
-            gc.set_threshold(50_000, 20, 20)
+            gc.set_threshold(200_000, 20, 20)
         stop = threading.Event()
         previous = {}
         for signum in (signal.SIGTERM, signal.SIGINT):

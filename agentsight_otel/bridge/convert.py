@@ -97,23 +97,19 @@ class _DroppedCountsSpan(ReadableSpan):
 # -- protobuf values ------------------------------------------------------------------------------------------
 
 
+# The AnyValue fields that hold a plain Python value, named as ``WhichOneof`` names them.
+_PLAIN_FIELDS = frozenset({"string_value", "bool_value", "int_value", "double_value", "bytes_value"})
+
+
 def value(any_value: Any) -> Any:
     """An OTLP ``AnyValue`` message as the Python value the SDK uses; ``None`` when it holds nothing."""
     kind = any_value.WhichOneof("value")
-    if kind == "string_value":
-        return any_value.string_value
-    if kind == "int_value":
-        return any_value.int_value
-    if kind == "bool_value":
-        return any_value.bool_value
-    if kind == "double_value":
-        return any_value.double_value
+    if kind in _PLAIN_FIELDS:
+        return getattr(any_value, kind)
     if kind == "array_value":
         return tuple([value(v) for v in any_value.array_value.values])
     if kind == "kvlist_value":
         return {kv.key: value(kv.value) for kv in any_value.kvlist_value.values}
-    if kind == "bytes_value":
-        return any_value.bytes_value
     return None
 
 
@@ -122,10 +118,16 @@ def attributes(key_values: Iterable[Any]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for kv in key_values:
         v = kv.value
+        # Most values are non-empty strings: reading the field directly skips the WhichOneof call. An empty
+        # string reads the same as any other kind, so it takes the general path (which keeps an explicit "").
+        text = v.string_value
+        if text:
+            result[kv.key] = text
+            continue
         kind = v.WhichOneof("value")
-        if kind == "string_value":
-            result[kv.key] = v.string_value
-        elif kind is not None:
+        if kind in _PLAIN_FIELDS:  # numbers and bools, without a second call
+            result[kv.key] = getattr(v, kind)
+        elif kind is not None:  # arrays and kvlists
             result[kv.key] = value(v)
     return result
 
@@ -396,7 +398,8 @@ class Converter:
         span_id = int.from_bytes(raw_span, "big")
         if not trace_id or not span_id:
             return None
-        events = [Event(e.name, attributes(e.attributes), e.time_unix_nano) for e in span.events] if span.events else ()
+        raw_events = span.events
+        events = [Event(e.name, attributes(e.attributes), e.time_unix_nano) for e in raw_events] if raw_events else ()
         links = (
             [
                 self._link(

@@ -34,6 +34,8 @@ class BridgeSettings:
     max_decompressed_bytes: int = 64 * MIB
     max_queued_spans: int = 50_000
     max_batch_spans: int = 10_000
+    # Export lanes, one worker each; used only with an AgentSightSpanExporter (safe to call from several threads).
+    export_workers: int = 2
     request_timeout: float = 30.0  # to receive one request's headers and body
     idle_timeout: float = 120.0  # a keep-alive connection with no request
     ack_timeout: float = 25.0  # how long a request waits for its spans' export before being told to retry
@@ -49,7 +51,13 @@ class BridgeSettings:
             port = getattr(self, name)
             if port is not None and not 0 <= port <= 65535:
                 raise ValueError(f"{name} must be between 0 and 65535, got {port}")
-        for name in ("max_body_bytes", "max_decompressed_bytes", "max_queued_spans", "max_batch_spans"):
+        for name in (
+            "max_body_bytes",
+            "max_decompressed_bytes",
+            "max_queued_spans",
+            "max_batch_spans",
+            "export_workers",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         for name in ("request_timeout", "idle_timeout", "ack_timeout", "drain_timeout"):
@@ -77,6 +85,7 @@ _ENV_NAMES = {
     "max_decompressed_bytes": "MAX_DECOMPRESSED_BYTES",
     "max_queued_spans": "MAX_QUEUED_SPANS",
     "max_batch_spans": "MAX_BATCH_SPANS",
+    "export_workers": "EXPORT_WORKERS",
     "request_timeout": "REQUEST_TIMEOUT",
     "idle_timeout": "IDLE_TIMEOUT",
     "ack_timeout": "ACK_TIMEOUT",
