@@ -178,6 +178,7 @@ def _bridge(args: argparse.Namespace) -> int:
             ),
             max_queued_spans=args.max_queued_spans,
             max_batch_spans=args.max_batch_spans,
+            export_workers=args.export_workers,
             request_timeout=args.request_timeout,
             idle_timeout=args.idle_timeout,
             ack_timeout=args.ack_timeout,
@@ -338,6 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     bridge.add_argument("--max-decompressed-bytes", metavar="N", help="largest body once decompressed (default 64MiB)")
     bridge.add_argument("--max-queued-spans", type=int, help="spans waiting for export before 503s (default 50000)")
     bridge.add_argument("--max-batch-spans", type=int, help="most spans handed to the exporter at once (default 10000)")
+    bridge.add_argument(
+        "--export-workers", type=int, help="export lanes, each exporting its traces in order (default 2)"
+    )
     bridge.add_argument("--request-timeout", type=float, help="seconds to receive one request (default 30)")
     bridge.add_argument("--idle-timeout", type=float, help="seconds a keep-alive connection may idle (default 120)")
     bridge.add_argument("--ack-timeout", type=float, help="seconds a request waits for its export (default 25)")
