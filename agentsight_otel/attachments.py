@@ -124,7 +124,9 @@ def process_attachments(attachments: Any, mode: str) -> list[PendingFile]:
             if filename is None or mime is None or encoded is None:
                 missing = [k for k in ("filename", "mime_type", "data") if item.get(k) is None]
                 raise InvalidAttachmentException(f"attachment {i}: missing {', '.join(missing)}")
-            if _blank(filename) or _blank(mime):
+            filename = filename.strip() if isinstance(filename, str) else ""
+            mime = mime.strip() if isinstance(mime, str) else ""
+            if not filename or not mime:
                 raise InvalidAttachmentException(f"attachment {i}: filename and mime_type must be non-blank strings")
             if not isinstance(encoded, str):
                 raise InvalidAttachmentException(f"attachment {i}: data must be a base64 string")
@@ -132,7 +134,6 @@ def process_attachments(attachments: Any, mode: str) -> list[PendingFile]:
                 data = _b64decode(encoded)
             except (binascii.Error, ValueError):
                 raise InvalidAttachmentException(f"attachment {i}: invalid base64 data") from None
-            filename, mime = filename.strip(), mime.strip()
         else:
             if "data" not in item:
                 raise InvalidAttachmentException(f"attachment {i}: missing data")

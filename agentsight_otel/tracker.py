@@ -695,7 +695,7 @@ class ConversationTracker:
         """Record files sent in the conversation. Note the legacy order: the second positional is ``sender``."""
         normalized = normalize_mode(mode)
         files = process_attachments(attachments, normalized)
-        sender_text = _optional_text(sender, "sender") or "end_user"
+        sender_text = "end_user" if sender is None else _optional_text(sender, "sender") or "end_user"
         if sender_text not in ("end_user", "agent"):
             raise InvalidConversationDataException(
                 f"sender must be 'end_user' or 'agent', got {sender_text!r} "
@@ -703,7 +703,8 @@ class ConversationTracker:
             )
         meta = _metadata(metadata)
         cid = self._resolve(conversation_id)
-        self._add_files(cid, files, sender_text, meta, normalized, linked=False, metadata=dict(metadata or {}))
+        metadata_copy = dict(metadata) if metadata else {}
+        self._add_files(cid, files, sender_text, meta, normalized, linked=False, metadata=metadata_copy)
 
     def _add_files(
         self,
@@ -732,7 +733,7 @@ class ConversationTracker:
             return
         data = {
             "attachments": descriptors,
-            "metadata": metadata or {},
+            "metadata": metadata if metadata is not None else {},
             "mode": mode,
             "sender": sender,
             "conversation_id": cid,
