@@ -165,7 +165,7 @@ class BlockRules:
     """The client-side copy of AgentSight's block validation; warns once per kind of fix."""
 
     def __init__(self, default_environment: str | None = None) -> None:
-        self._known: set[str] = set(BUILTIN_ENVIRONMENTS)
+        self._known: frozenset[str] = frozenset(BUILTIN_ENVIRONMENTS)  # replaced, never changed: read unlocked
         self._default_environment = default_environment
         self._warned: set[str] = set()
         self._lock = threading.Lock()
@@ -173,7 +173,9 @@ class BlockRules:
     def learn_environments(self, slugs: Iterable[str]) -> None:
         """Add slugs the server reported (``/api/me/``); the set only grows."""
         with self._lock:
-            self._known.update(str(s).strip().lower() for s in slugs if isinstance(s, str) and s.strip())
+            learned = {str(s).strip().lower() for s in slugs if isinstance(s, str) and s.strip()}
+            if not learned <= self._known:
+                self._known = self._known | learned
 
     def _warn_once(self, what: str, message: str, *args: Any) -> None:
         with self._lock:
@@ -200,7 +202,7 @@ class BlockRules:
             return None
 
     def environment(self, value: str | None) -> str | None:
-        known = frozenset(self._known)
+        known = self._known
         if value is not None:
             slug = normalize_environment(value, known)
             if slug is not None:

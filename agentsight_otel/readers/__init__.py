@@ -103,7 +103,6 @@ def parse_span(span: ReadableSpan) -> ParsedSpan | None:
     is_root = span.parent is None or span.parent.is_remote
     if not records and not items and not is_root and _first(attrs, CONVERSATION_ID_ATTRIBUTES) is None:
         return None
-    resource = tuple(span.resource.attributes.items()) if span.resource is not None else ()
     return ParsedSpan(
         span.context.trace_id,
         span.context.span_id,
@@ -112,9 +111,23 @@ def parse_span(span: ReadableSpan) -> ParsedSpan | None:
         _first(attrs, USER_ID_ATTRIBUTES),
         records,
         items,
-        resource,
+        _resource_attributes(span.resource),
         conversation,
     )
+
+
+_last_resource: list[Any] = [None, ()]  # (resource, its attributes as pairs): spans of a provider share one
+
+
+def _resource_attributes(resource: Any) -> tuple[tuple[str, Any], ...]:
+    """A resource's attributes as pairs, converted once for a run of spans from the same provider."""
+    if resource is None:
+        return ()
+    last, pairs = _last_resource
+    if resource is not last:
+        pairs = tuple(resource.attributes.items())
+        _last_resource[:] = [resource, pairs]
+    return pairs
 
 
 class SpanReader:

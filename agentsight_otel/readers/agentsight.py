@@ -51,16 +51,17 @@ def conversation_from(attrs: Mapping[str, Any]) -> Conversation | None:
     conversation_id = attrs.get(sc.CONVERSATION_ID)
     if not isinstance(conversation_id, str) or not conversation_id.strip():
         return None
+    get = attrs.get
     return Conversation(
-        conversation_id=conversation_id,
-        customer_id=_str(attrs, sc.CONVERSATION_CUSTOMER_ID),
-        customer_ip=_str(attrs, sc.CONVERSATION_CUSTOMER_IP),
-        device=_str(attrs, sc.CONVERSATION_DEVICE),
-        source=_str(attrs, sc.CONVERSATION_SOURCE),
-        language=_str(attrs, sc.CONVERSATION_LANGUAGE),
-        name=_str(attrs, sc.CONVERSATION_NAME),
-        environment=_str(attrs, sc.CONVERSATION_ENVIRONMENT),
-        metadata=_str(attrs, sc.CONVERSATION_METADATA),
+        conversation_id,
+        _text(get(sc.CONVERSATION_CUSTOMER_ID)),
+        _text(get(sc.CONVERSATION_CUSTOMER_IP)),
+        _text(get(sc.CONVERSATION_DEVICE)),
+        _text(get(sc.CONVERSATION_SOURCE)),
+        _text(get(sc.CONVERSATION_LANGUAGE)),
+        _text(get(sc.CONVERSATION_NAME)),
+        _text(get(sc.CONVERSATION_ENVIRONMENT)),
+        _text(get(sc.CONVERSATION_METADATA)),
     )
 
 
