@@ -76,6 +76,18 @@ def _supports_direct_events() -> bool:
     return callable(getattr(SdkSpan, "_add_event", None))
 
 
+_SDK_SPAN_TYPES: dict[type, bool] = {}
+
+
+def _is_sdk_span(span: Any) -> bool:
+    """``isinstance(span, SdkSpan)``, remembered per class (the SDK's Span is an ABC: its check is slow)."""
+    cls = type(span)
+    known = _SDK_SPAN_TYPES.get(cls)
+    if known is None:
+        known = _SDK_SPAN_TYPES[cls] = issubclass(cls, SdkSpan)
+    return known
+
+
 class _EventAttributes(dict):  # type: ignore[type-arg]
     """An event's attributes, read-only like those ``add_event`` makes (a dict, so readers get dict speed)."""
 
@@ -507,7 +519,7 @@ class ConversationTracker:
             finished.end()
 
     def _put_event(self, span: Any, name: str, attributes: dict[str, Any], ts: int) -> None:
-        if self._direct_events and isinstance(span, SdkSpan):  # a sampler may hand out non-recording spans
+        if self._direct_events and _is_sdk_span(span):  # a sampler may hand out non-recording spans
             span._add_event(Event(name, _EventAttributes(attributes), ts))
         else:
             span.add_event(name, attributes, timestamp=ts)

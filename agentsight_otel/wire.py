@@ -62,13 +62,14 @@ def iso_time(ns: int | None) -> str | None:
     """
     if not ns:
         return None
-    seconds, micros = divmod(ns // 1000, 1_000_000)
+    micros = ns // 1000
+    seconds = micros // 1_000_000
     prefix = _SECOND_PREFIX.get(seconds)
     if prefix is None:
         if len(_SECOND_PREFIX) > 4096:
             _SECOND_PREFIX.clear()
         prefix = _SECOND_PREFIX[seconds] = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{prefix}.{micros:06d}+00:00"
+    return f"{prefix}.{micros % 1_000_000:06d}+00:00"
 
 
 _TEXT_ATTRIBUTES = (sc.TOOL_RESPONSE, sc.TOOL_ERROR)
