@@ -193,7 +193,7 @@ class _Bucket:
     events_in_span: int = 0
     types: bytearray = field(default_factory=bytearray)
     stamps: array = field(default_factory=lambda: array("q"))
-    data: list[dict[str, Any] | None] = field(default_factory=list)
+    data: list[Any] = field(default_factory=list)  # per item: its summary data (see _summary_data), or None
     segment_starts: list[int] = field(default_factory=list)  # first item index of each span segment
     segment_keys: list[tuple[int, int]] = field(default_factory=list)
     compacted: int = 0  # items before this index have had their data dropped
@@ -490,7 +490,7 @@ class ConversationTracker:
         item_type: str | None,
         event: str,
         attributes: dict[str, Any],
-        data: dict[str, Any] | None,
+        data: Any,
         *,
         files: bool = False,
     ) -> None:
@@ -679,13 +679,9 @@ class ConversationTracker:
         meta = _metadata(metadata)
         files = process_attachments(attachments, normalize_mode(mode)) if attachments is not None else None
         cid = self._resolve(conversation_id)
-        data: dict[str, Any] = {
-            "content": content,
-            "sender": sender,
-            "conversation_id": cid,
-            "metadata": dict(metadata) if metadata else {},
-        }
+        data: Any = (_MESSAGE, content, sender, cid, dict(metadata) if metadata else None)  # see _summary_data
         if files is not None:
+            data = _summary_data(data)
             data["attachments"] = [f.descriptor() for f in files]
             data["attachment_mode"] = normalize_mode(mode)
         attrs = {sc.MESSAGE_SENDER: sender, sc.MESSAGE_CONTENT: content}
@@ -743,13 +739,7 @@ class ConversationTracker:
         if linked:  # files sent with a message belong to that message's item
             self._add(cid, None, sc.EVENT_ATTACHMENTS, attrs, None, files=True)
             return
-        data = {
-            "attachments": descriptors,
-            "metadata": metadata if metadata is not None else {},
-            "mode": mode,
-            "sender": sender,
-            "conversation_id": cid,
-        }
+        data = (_ATTACHMENTS, attrs[sc.ATTACHMENT_FILES], mode, sender, cid, metadata or None)
         self._add(cid, "attachments", sc.EVENT_ATTACHMENTS, attrs, data, files=True)
 
     def track_action(
@@ -904,7 +894,7 @@ class ConversationTracker:
         for index, code in enumerate(types):
             item_type = ITEM_TYPES[code]
             summary[_PLURAL[item_type]] += 1
-            item_data = data[index]
+            item_data = _summary_data(data[index])
             out.append(
                 {
                     "type": item_type,
@@ -1038,6 +1028,30 @@ def _event_limit(provider: Any) -> int:
 def _loads_object(text: str) -> dict[str, Any]:
     value = loads(text)
     return value if isinstance(value, dict) else {}
+
+
+_MESSAGE, _ATTACHMENTS = "message", "attachments"
+
+
+def _summary_data(stored: Any) -> dict[str, Any] | None:
+    """An item's data for ``get_tracked_data_summary``, from what the bucket keeps.
+
+    Messages and attachments, the most frequent items, are kept as tuples of strings and rebuilt here on demand:
+    held until the send, a dict (of dicts) per item was a good share of the garbage collector's work.
+    """
+    if type(stored) is not tuple:
+        return stored  # type: ignore[no-any-return]
+    if stored[0] == _MESSAGE:
+        _, content, sender, cid, metadata = stored
+        return {"content": content, "sender": sender, "conversation_id": cid, "metadata": metadata or {}}
+    _, files, mode, sender, cid, metadata = stored
+    return {
+        "attachments": loads(files),
+        "metadata": metadata or {},
+        "mode": mode,
+        "sender": sender,
+        "conversation_id": cid,
+    }
 
 
 def _copy(value: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import threading
 
@@ -201,6 +202,23 @@ def test_summary_shape_and_previews(t):
     assert items[4]["preview"] == {"label": "Yes", "value": "y", "event": "click"}
     items[1]["data"]["content"] = "changed"  # a deep copy: the store is untouched
     assert t.get_tracked_data_summary()["items"][1]["data"]["content"] == "x" * 150
+
+
+def test_summary_of_attachments_has_the_legacy_data_shape(t):
+    t.get_or_create_conversation("files")
+    t.track_attachments([{"filename": "a.txt", "mime_type": "text/plain", "data": B64}], "agent")
+    t.track_attachments([{"filename": "b.txt", "mime_type": "text/plain", "data": B64}], metadata={"k": [1]})
+    first, second = t.get_tracked_data_summary()["items"][1:]
+    hello = {"filename": "a.txt", "mime_type": "text/plain", "size": 5, "sha256": hashlib.sha256(b"hello").hexdigest()}
+    assert first["data"] == {
+        "attachments": [hello],
+        "metadata": {},
+        "mode": "base64",
+        "sender": "agent",
+        "conversation_id": "files",
+    }
+    assert first["preview"] == {"count": 1, "mode": "base64", "sender": "agent", "files": ["a.txt"]}
+    assert second["data"]["metadata"] == {"k": [1]} and second["data"]["sender"] == "end_user"
 
 
 def test_items_before_any_conversation_get_a_generated_id(t):
