@@ -1099,13 +1099,13 @@ def _preview(item_type: str, d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _queued_report(bucket: _Bucket) -> dict[str, Any]:
-    summary = dict.fromkeys(("questions", "answers", "attachments", "actions", "buttons", "errors"), 0)
+    counts = [0] * len(ITEM_TYPES)
     items = []
-    for index, code in enumerate(bucket.types):
-        item_type = ITEM_TYPES[code]
-        items.append({"index": index, "type": item_type, "timestamp": _iso(bucket.stamps[index]), "queued": True})
-        if item_type != "conversation":
-            summary[_PLURAL[item_type]] += 1
+    for index, (code, ns) in enumerate(zip(bucket.types, bucket.stamps)):
+        counts[code] += 1
+        items.append({"index": index, "type": ITEM_TYPES[code], "timestamp": _iso(ns), "queued": True})
+    summary = {_PLURAL[name]: counts[code] for code, name in enumerate(ITEM_TYPES) if name != "conversation"}
+    summary["errors"] = 0
     return {"items": items, "summary": summary, "queued": True}
 
 
