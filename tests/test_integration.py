@@ -519,3 +519,41 @@ def test_a_full_queue_spills_during_an_outage_and_flush_delivers_the_spill(serve
             assert [i["content"] for i in server.transcript(f"down-{c}")["items"]] == [f"q{i}" for i in range(5)]
     finally:
         t.shutdown()
+
+
+def test_segments_of_a_long_conversation_stay_in_order_across_the_two_export_workers(server):
+    # 1,600 messages roll the span over three times; with a slow server both workers are busy at once, and a
+    # segment must never overtake an earlier one of the same conversation.
+    server.set_faults(Faults(latency=(0.0, 0.03), seed=7))
+    t = ConversationTracker()
+    t.configure(api_key=server.api_key, endpoint=server.url)
+    try:
+
+        def sender(worker):
+            cid = f"long-{worker}"
+            for i in range(1_600):
+                t.track_human_message(f"m{i}", conversation_id=cid)
+            t.send_tracked_data(conversation_id=cid, wait=False)
+
+        run_in_threads(sender, 3)
+        t.flush(timeout=60)
+        session = requests.Session()
+        session.headers["Authorization"] = f"Api-Key {server.api_key}"
+        for worker in range(3):
+            arrived, since = [], 0
+            while True:  # the feed lists items in the order their spans arrived (seq)
+                page = session.get(
+                    f"{server.url}/api/feed/",
+                    params={"since": since, "conversation_id": f"long-{worker}", "limit": 1000},
+                    timeout=10,
+                ).json()
+                arrived += sorted(page["items"], key=lambda item: item["seq"])
+                since = page["cursor"]
+                if not page["more"]:
+                    break
+            assert [item["content"] for item in arrived] == [f"m{i}" for i in range(1_600)]
+            assert len({item["seq"] for item in arrived}) > 1  # several segments, stored one after another
+        requests_made = [r for r in server.request_log() if r["path"] == "/api/ingest/"]
+        assert len(requests_made) >= 4  # the segments really went in several requests
+    finally:
+        t.shutdown()
