@@ -156,8 +156,10 @@ class AttachmentStore:
         self._lock = threading.Lock()
 
     def put(self, conversation_id: str, file: PendingFile) -> None:
+        key = (conversation_id, file.sha256, file.filename)
+        if key in self._files:  # the same file again (a lookup is safe without the lock; a miss takes it)
+            return
         with self._lock:
-            key = (conversation_id, file.sha256, file.filename)
             if key in self._files:
                 return
             self._files[key] = file
