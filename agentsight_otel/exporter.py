@@ -177,7 +177,11 @@ class AgentSightSpanExporter(SpanExporter):
         if self._delivery is None:
             return True
         deadline = time.monotonic() + max(timeout_millis, 0) / 1000
-        return self._delivery.drain(deadline)
+        try:
+            return self._delivery.drain(deadline)
+        except Exception:  # noqa: BLE001 - like export, a flush must never raise into the caller
+            logger.exception("AgentSight spool replay failed; the data stays in the spool")
+            return False
 
     def spool_spans(self, spans: Sequence[ReadableSpan], reason: str) -> None:
         """Encode spans and put them straight into the spool, without touching the network (a full queue)."""

@@ -61,6 +61,26 @@ CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+# Columns added after the first release: a spool written by an older version gets them when it is opened.
+_ADDED_COLUMNS = (("entries", "raw_size", "INTEGER NOT NULL DEFAULT 0", "UPDATE entries SET raw_size = size"),)
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a spool written by an older version up to the current schema (one transaction, so two processes
+    opening it at once cannot both add a column)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, column, declaration, backfill in _ADDED_COLUMNS:
+            present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+                conn.execute(backfill)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 _PACKED = b"\x00z"  # JSON never starts with NUL: marks a zlib-compressed body
 _PACK_MIN_BYTES = 512
 
@@ -169,6 +189,7 @@ class Spool:
         conn.execute("PRAGMA synchronous=NORMAL")  # committed data survives a killed process
         conn.execute("PRAGMA busy_timeout=30000")
         conn.executescript(_SCHEMA)
+        _upgrade(conn)
         return conn
 
     def after_fork(self) -> None:

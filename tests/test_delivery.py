@@ -310,3 +310,22 @@ def test_a_forked_child_does_not_send_what_the_parent_tracked(faulty):
     assert t.send_tracked_data(conversation_id="forked")["summary"]["errors"] == 0
     assert _contents(faulty, "forked") == ["user asks", "parent answers"]
     t.shutdown()
+
+
+def test_flush_reports_a_damaged_spool_instead_of_raising(server, caplog):
+    import sqlite3
+
+    t = ConversationTracker()
+    t.configure(api_key=server.api_key, endpoint=server.url)
+    try:
+        t.track_human_message("before", conversation_id="damaged-1")
+        t.send_tracked_data(conversation_id="damaged-1")
+        exporter = t._exporter_for_export()
+        with sqlite3.connect(exporter.spool.path) as conn:  # another program breaks the file under us
+            conn.execute("DROP TABLE entries")
+        with caplog.at_level(logging.ERROR, logger="agentsight_otel"):
+            t.flush(timeout=5)  # must not raise
+            assert exporter.force_flush(5_000) is False
+        assert "spool replay failed" in caplog.text
+    finally:
+        t.shutdown()

@@ -102,3 +102,28 @@ def test_one_spool_file_per_endpoint(tmp_path):
     a = spool_path(tmp_path, "https://api.agentsight.io")
     b = spool_path(tmp_path, "http://127.0.0.1:8787")
     assert a != b and a.parent == b.parent == tmp_path and a.name.startswith("spool-")
+
+
+def test_a_spool_written_before_raw_size_existed_is_upgraded_and_its_entries_replay(tmp_path):
+    # The first release's schema: entries without raw_size. Opening it must not break claiming (it did: every
+    # replay round failed with "no such column"), and the old entries keep their place in the queue.
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE entries (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, "
+            "conversation_id TEXT NOT NULL, body BLOB NOT NULL, size INTEGER NOT NULL, created_at REAL NOT NULL, "
+            "attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, lease_owner TEXT, "
+            "lease_until REAL NOT NULL DEFAULT 0)"
+        )
+        conn.execute(
+            "INSERT INTO entries (kind, conversation_id, body, size, created_at) VALUES (?, ?, ?, ?, 0)",
+            (KIND_INGEST, "old", b'{"old": 1}', 10),
+        )
+    spool = Spool(path)
+    spool.put(KIND_INGEST, "new", b'{"new": 1}')
+    claimed = spool.claim(max_bytes=1_000)
+    assert [(e.conversation_id, e.body) for e in claimed] == [("old", b'{"old": 1}'), ("new", b'{"new": 1}')]
+    assert len(spool.claim(max_bytes=15)) == 1  # the old entry's size counts against the budget too
+    Spool(path).stats()  # opening an upgraded spool again changes nothing
