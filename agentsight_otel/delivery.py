@@ -17,9 +17,9 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from .jsondoc import dumps, loads
 from .outcomes import Outcome
@@ -27,6 +27,8 @@ from .records import RecordKey
 from .spool import KIND_ATTACHMENTS, KIND_INGEST, Spool
 from .transport import RETRYABLE_STATUSES, Reply, Transport, error_detail
 from .version import SDK_NAME, __version__
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger("agentsight_otel")
 
@@ -172,6 +174,7 @@ class Delivery:
         self._replayer: threading.Thread | None = None
         self._replay_lock = threading.Lock()
         self._backing_off = False
+        self._said_spool_unreadable = False
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -210,9 +213,8 @@ class Delivery:
         result = _Result()
         if not units:
             return result.outcomes
-        waiting: set[str] = set()
-        if self._spool is not None:
-            waiting = self._spool.pending_conversations(u.conversation_id for u in units)
+        nothing: set[str] = set()
+        waiting = self._read_spool(lambda spool: spool.pending_conversations(u.conversation_id for u in units), nothing)
         # While AgentSight is down, new data goes straight to the spool (the replayer probes); with no spool,
         # there is nothing to replay, so every export tries the network itself.
         if (self._outage and self._spool is not None) or self._stop.is_set():
@@ -356,7 +358,20 @@ class Delivery:
 
     def _ingest_pending(self, unit: Unit) -> bool:
         """Whether the conversation's messages still wait in the spool (so its files must wait too)."""
-        return self._spool is not None and bool(self._spool.pending_ingest(unit.conversation_id))
+        return bool(self._read_spool(lambda spool: spool.pending_ingest(unit.conversation_id), None))
+
+    def _read_spool(self, query: Callable[[Spool], _T], default: _T) -> _T:
+        """A lookup the live path makes in the spool; ``default`` (as if it were empty) when the spool cannot be
+        read, so a damaged spool file costs ordering against its old entries, not every new delivery."""
+        if self._spool is None:
+            return default
+        try:
+            return query(self._spool)
+        except Exception as exc:  # noqa: BLE001 - a broken disk or file must not stop live delivery
+            if not self._said_spool_unreadable:
+                self._said_spool_unreadable = True
+                logger.error("AgentSight spool %s cannot be read (%s); delivering without it", self._spool.path, exc)
+            return default
 
     def _deadline(self, deadline: float | None) -> float:
         """The live path shares one deadline per export; replay gives each request its own timeout."""

@@ -327,5 +327,9 @@ def test_flush_reports_a_damaged_spool_instead_of_raising(server, caplog):
             t.flush(timeout=5)  # must not raise
             assert exporter.force_flush(5_000) is False
         assert "spool replay failed" in caplog.text
+        t.track_human_message("after", conversation_id="damaged-2")
+        report = t.send_tracked_data(conversation_id="damaged-2")
+        assert report["items"][0]["success"], report  # live delivery does not need the spool
+        assert "cannot be read" in caplog.text and server.transcript("damaged-2")
     finally:
         t.shutdown()
