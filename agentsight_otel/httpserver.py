@@ -3,6 +3,7 @@ knows its open connections, and can cut idle keep-alive ones when it stops."""
 
 from __future__ import annotations
 
+import gc
 import socket
 import socketserver
 import threading
@@ -65,3 +66,13 @@ class TrackingHTTPServer(ThreadingHTTPServer):
                 connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def tune_gc_for_serving(young_threshold: int) -> None:
+    """For a process that does nothing but serve (the command line's ``serve`` and ``bridge``, never the library in
+    an app's process): freeze the start-up objects out of the cycle collector and collect the young generation only
+    every ``young_threshold`` allocations. Requests create large numbers of objects that reference counting frees;
+    with the default threshold the collector keeps rescanning them while they are still alive."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(young_threshold, 20, 20)

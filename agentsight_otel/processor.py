@@ -145,14 +145,18 @@ class TrackerSpanProcessor(SpanProcessor):
                 if not batch:  # everything queued belongs to conversations in flight: wait for them
                     self._cond.wait()
                     continue
-            try:
-                self._exporter().export(batch)
-            except Exception:  # noqa: BLE001 - the worker must keep going
-                logger.exception("AgentSight export of queued tracker spans failed")
-            finally:
-                with self._cond:
-                    self._in_flight -= traces
-                    self._cond.notify_all()
+            self._export_taken(batch, traces)
+
+    def _export_taken(self, batch: list[ReadableSpan], traces: set[int]) -> None:
+        """Export a batch from :meth:`_take`, then let its conversations be taken again."""
+        try:
+            self._exporter().export(batch)
+        except Exception:  # noqa: BLE001 - the worker must keep going
+            logger.exception("AgentSight export of queued tracker spans failed")
+        finally:
+            with self._cond:
+                self._in_flight -= traces
+                self._cond.notify_all()
 
     def wait_idle(self, trace_id: int, timeout: float) -> bool:
         """Wait until no span of this conversation is queued or being exported; False on timeout."""
@@ -178,12 +182,7 @@ class TrackerSpanProcessor(SpanProcessor):
                 if not batch:  # the workers hold the rest
                     self._cond.wait(min(0.05, max(deadline - time.monotonic(), 0)))
                     continue
-            try:
-                self._exporter().export(batch)
-            finally:
-                with self._cond:
-                    self._in_flight -= traces
-                    self._cond.notify_all()
+            self._export_taken(batch, traces)
         return False
 
     def shutdown(self) -> None:

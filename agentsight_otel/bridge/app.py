@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import hmac
 import logging
 import math
@@ -20,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from ..exporter import AgentSightSpanExporter
+from ..httpserver import tune_gc_for_serving
 from .convert import Converter
 from .queue import ACCEPTED, BridgeLedger, ExportQueue
 from .server import BridgeHTTPServer
@@ -190,9 +190,7 @@ class Bridge:
         it makes is still collected.
         """
         if tune_gc:
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(200_000, 20, 20)
+            tune_gc_for_serving(200_000)
         stop = threading.Event()
         previous = {}
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import re
 import socket
@@ -17,7 +16,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
-from ..httpserver import TrackingHTTPServer
+from ..httpserver import TrackingHTTPServer, tune_gc_for_serving
 from . import feed, viewer, views
 from .bodies import BadBody, BodyTooLarge, inflate_gzip
 from .faults import INGEST_PATH, FaultInjector, FaultPlan, Faults
@@ -620,9 +619,7 @@ def serve(
     being built and validated (measured: about 10% of the server's CPU on megabyte batches).
     """
     if tune_gc:
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 20)
+        tune_gc_for_serving(50_000)
     server = LocalServer(
         host,
         port,
