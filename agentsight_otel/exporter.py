@@ -258,11 +258,8 @@ class AgentSightSpanExporter(SpanExporter):
         for batch in batches:
             if not batch.records:
                 continue
-            # Block by block: each block's dicts are garbage as soon as they are bytes, so an export of thousands
-            # of items never holds them all at once (which would also make the garbage collector walk them).
             block = encode_block(batch, self._rules)
-            unit = Unit(block.conversation_id, dumps(block.body), sources=block.sources)
-            units.append(unit)
+            units.append(Unit(block.conversation_id, block.json, sources=block.sources))
         for batch in batches:
             for record in batch.records:
                 if isinstance(record, Attachments):

@@ -54,9 +54,19 @@ if _orjson is not None:
             return _std_dumps(value)
 
     loads: Callable[[Any], Any] = _orjson_mod.loads
+
+    def encoded(value: Any) -> Any:
+        """``value`` serialised once, to be embedded as it is in many documents that :func:`dumps` writes."""
+        return _orjson_mod.Fragment(dumps(value))
+
 else:  # pragma: no cover
     dumps = _std_dumps
     loads = json.loads
+
+    def encoded(value: Any) -> Any:
+        """Without orjson there is no pre-serialised fragment: the value itself is embedded."""
+        return value
+
 
 HAS_ORJSON = _orjson is not None
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from . import semconv as sc
 from .config import BUILTIN_ENVIRONMENTS, normalize_environment
-from .jsondoc import MAX_TEXT, clamp_text, parse_document, safe_document
+from .jsondoc import MAX_TEXT, clamp_text, dumps, encoded, loads, parse_document, safe_document
 from .records import (
     Action,
     Attachments,
@@ -31,7 +31,7 @@ from .records import (
     RecordKey,
     TokenUsage,
 )
-from .version import SDK_NAME, __version__
+from .version import __version__
 
 logger = logging.getLogger("agentsight_otel")
 
@@ -73,6 +73,7 @@ def iso_time(ns: int | None) -> str | None:
 
 
 _TEXT_ATTRIBUTES = (sc.TOOL_RESPONSE, sc.TOOL_ERROR)
+_NO_EVENTS: list[dict[str, Any]] = []  # shared by the spans without events: span dicts are serialised, never changed
 
 
 def _plain(value: Any) -> Any:
@@ -144,22 +145,15 @@ def span_dict(span: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Block:
-    """One conversation block as sent, and the source spans whose records it carries."""
+    """One conversation block, encoded as it is sent, and the source spans whose records it carries."""
 
     conversation_id: str
-    body: dict[str, Any]
+    json: bytes  # the block's JSON object, one element of the request's ``conversations`` array
     sources: tuple[RecordKey, ...]
 
-
-@dataclass(frozen=True)
-class Payload:
-    """The ingest request body, block by block, so that a partial rejection can be traced to its sources."""
-
-    blocks: tuple[Block, ...]
-
-    def body(self, blocks: Iterable[Block] | None = None) -> dict[str, Any]:
-        chosen = self.blocks if blocks is None else tuple(blocks)
-        return {"sdk": {"name": SDK_NAME, "version": __version__}, "conversations": [b.body for b in chosen]}
+    def document(self) -> dict[str, Any]:
+        """The block parsed back into plain data (for inspection and tests)."""
+        return loads(self.json)  # type: ignore[no-any-return]
 
 
 class BlockRules:
@@ -261,6 +255,39 @@ def _conversation_attributes(fields: dict[str, Any]) -> dict[str, Any]:
     return attrs
 
 
+_OTEL_ENVELOPES: dict[tuple[tuple[str, object], ...], Any] = {}
+
+
+def _otel_envelope(resource: tuple[tuple[str, object], ...]) -> Any:
+    """The ``otel`` object of the spans this module builds: the same for every span of a resource, so it is
+    serialised once per resource and embedded as it is (see :func:`~agentsight_otel.jsondoc.encoded`)."""
+    try:
+        envelope = _OTEL_ENVELOPES.get(resource)
+    except TypeError:  # an unhashable attribute value (a key-value list from the bridge): not cached
+        envelope = None
+    if envelope is None:
+        envelope = encoded(
+            {
+                "span_kind": "INTERNAL",
+                "trace_flags": 1,
+                "trace_state": None,
+                "is_remote": False,
+                "status_description": None,
+                "links": [],
+                "resource": {str(k): v for k, v in resource},
+                "dropped": {"attributes": 0, "events": 0, "links": 0},
+                "scope": {"name": "agentsight_otel", "version": __version__, "schema_url": None},
+            }
+        )
+        try:
+            if len(_OTEL_ENVELOPES) >= 64:
+                _OTEL_ENVELOPES.clear()
+            _OTEL_ENVELOPES[resource] = envelope
+        except TypeError:
+            pass
+    return envelope
+
+
 class _SpanBuilder:
     """Builds the span dicts of one block; every span carries the conversation attributes.
 
@@ -268,20 +295,12 @@ class _SpanBuilder:
     passes: callers add only the attributes that are set.
     """
 
-    def __init__(self, trace_id: str, conversation_attrs: dict[str, Any], resource: dict[str, Any]) -> None:
+    __slots__ = ("trace_id", "conversation_attrs", "otel")
+
+    def __init__(self, trace_id: str, conversation_attrs: dict[str, Any], otel: Any) -> None:
         self.trace_id = trace_id
         self.conversation_attrs = conversation_attrs
-        self.otel = {
-            "span_kind": "INTERNAL",
-            "trace_flags": 1,
-            "trace_state": None,
-            "is_remote": False,
-            "status_description": None,
-            "links": [],
-            "resource": resource,
-            "dropped": {"attributes": 0, "events": 0, "links": 0},
-            "scope": {"name": "agentsight_otel", "version": __version__, "schema_url": None},
-        }
+        self.otel = otel
 
     def attributes(self, kind: str, name: str, turn_id: str | None) -> dict[str, Any]:
         """The attributes every span starts with: the conversation's, its kind and name, and its turn."""
@@ -302,10 +321,19 @@ class _SpanBuilder:
         end_ns: int,
         attributes: dict[str, Any],
         status: str = "ok",
-        events: list[dict[str, Any]] | None = None,
+        events: list[dict[str, Any]] = _NO_EVENTS,
+        duration_ms: float | None = None,
     ) -> dict[str, Any]:
+        """A span dict; its duration is ``duration_ms`` when given, else the time between start and end."""
         started = iso_time(start_ns)
-        ended = iso_time(end_ns) if end_ns > start_ns else started
+        if end_ns > start_ns:
+            ended = iso_time(end_ns)
+            if duration_ms is None:
+                duration_ms = round((end_ns - start_ns) / 1e6, 3)
+        else:
+            ended = started
+            if duration_ms is None:
+                duration_ms = 0.0
         return {
             "span_id": span_id,
             "trace_id": self.trace_id,
@@ -314,10 +342,10 @@ class _SpanBuilder:
             "name": name[:MAX_FIELD],
             "started_at": started,
             "ended_at": ended,
-            "duration_ms": round((end_ns - start_ns) / 1e6, 3) if end_ns > start_ns else 0.0,
+            "duration_ms": duration_ms,
             "status": status,
             "attributes": attributes,
-            "events": events if events is not None else [],
+            "events": events,
             "otel": self.otel,
         }
 
@@ -370,7 +398,7 @@ def _tool_span(b: _SpanBuilder, record: Action, turn_id: str | None) -> dict[str
         attrs[sc.TOOL_ERROR] = clamp_text(record.error)
     if record.metadata is not None:
         attrs[sc.METADATA] = _document(record.metadata)
-    span = b.span(
+    return b.span(
         record.key.stable_span_id("tool"),
         turn_id,
         sc.KIND_TOOL,
@@ -379,10 +407,8 @@ def _tool_span(b: _SpanBuilder, record: Action, turn_id: str | None) -> dict[str
         max(end, start),
         attrs,
         "error" if record.error else "ok",
+        duration_ms=round(float(record.duration_ms), 3) if record.duration_ms is not None else None,
     )
-    if record.duration_ms is not None:
-        span["duration_ms"] = round(float(record.duration_ms), 3)
-    return span
 
 
 def _button_span(b: _SpanBuilder, record: Button, turn_id: str | None) -> dict[str, Any]:
@@ -461,7 +487,7 @@ def encode_block(batch: ConversationBatch, rules: BlockRules) -> Block:
     fields = rules.conversation_fields(batch.conversation)
     first_key = batch.records[0].key if batch.records else RecordKey(0, 0)
     builder = _SpanBuilder(
-        f"{first_key.trace_id:032x}", _conversation_attributes(fields), {str(k): v for k, v in batch.resource}
+        f"{first_key.trace_id:032x}", _conversation_attributes(fields), _otel_envelope(batch.resource)
     )
     spans: list[dict[str, Any]] = []
     turns: list[_Turn] = []
@@ -490,11 +516,14 @@ def encode_block(batch: ConversationBatch, rules: BlockRules) -> Block:
         attrs[sc.TURN_COMPLETE] = True
         spans.append(builder.span(t.span_id, None, sc.KIND_TURN, "turn", t.start_ns, t.end_ns, attrs, events=t.events))
     spans.sort(key=_span_start)
-    body = dict(fields)
-    body["spans"] = spans
-    return Block(fields["conversation_id"], body, batch.sources)
+    fields["spans"] = spans
+    return Block(fields["conversation_id"], dumps(fields), batch.sources)
 
 
-def encode(batches: Iterable[ConversationBatch], rules: BlockRules) -> Payload:
-    """The ingest payload for a list of conversation batches, one block each."""
-    return Payload(tuple(encode_block(b, rules) for b in batches if b.records))
+def encode(batches: Iterable[ConversationBatch], rules: BlockRules) -> list[Block]:
+    """One encoded block per conversation batch with records.
+
+    Block by block: each block's dicts are garbage as soon as they are bytes, so an export of thousands of items
+    never holds them all at once (which would also make the garbage collector walk them).
+    """
+    return [encode_block(b, rules) for b in batches if b.records]

@@ -16,6 +16,7 @@ from agentsight_otel.errors import InvalidApiKeyException
 from agentsight_otel.jsondoc import MARKER, MAX_TEXT, clamp_text, safe_document
 from agentsight_otel.readers import read_spans
 from agentsight_otel.records import Action, Conversation, ConversationBatch, Message, RecordKey, SpanRecords
+from agentsight_otel.version import __version__
 from agentsight_otel.wire import BlockRules, encode, encode_block, iso_time
 
 KEY = "ags_1a2b3c4d5e6f7890abcdef1234567890_a1b2c3"
@@ -81,7 +82,7 @@ def test_turn_opens_at_user_message_and_tools_are_its_children():
         _msg(4_000, "end_user", "q2", index=3),
     )
     block = encode_block(ConversationBatch(Conversation("c"), records), BlockRules())
-    spans = block.body["spans"]
+    spans = block.document()["spans"]
     turns = [s for s in spans if s["kind"] == "turn"]
     tools = [s for s in spans if s["kind"] == "tool"]
     assert len(turns) == 2
@@ -96,10 +97,29 @@ def test_turn_opens_at_user_message_and_tools_are_its_children():
 def test_encoding_the_same_records_twice_gives_the_same_payload():
     records = (_msg(1_000, "end_user", "q"), _msg(2_000, "agent", "a", index=1))
     batch = ConversationBatch(Conversation("c"), records)
-    first = encode([batch], BlockRules()).body()
-    second = encode([batch], BlockRules()).body()
-    assert first == second
-    assert len({s["span_id"] for s in first["conversations"][0]["spans"]}) == 1  # one turn
+    first = encode([batch], BlockRules())
+    second = encode([batch], BlockRules())
+    assert [b.json for b in first] == [b.json for b in second]
+    assert len({s["span_id"] for s in first[0].document()["spans"]}) == 1  # one turn
+
+
+def test_every_span_carries_the_otel_envelope_of_its_resource():
+    records = (
+        _msg(1_000, "end_user", "q"),
+        Action(RecordKey(7, 1, 1), 2_000, "search", response="r"),
+    )
+    for resource, expected in (
+        ((("service.name", "svc"), ("tags", ("a", "b"))), {"service.name": "svc", "tags": ["a", "b"]}),
+        ((("bridge.kvlist", {"k": 1}),), {"bridge.kvlist": {"k": 1}}),  # unhashable: built without the cache
+        ((), {}),
+    ):
+        batch = ConversationBatch(Conversation("c"), records, resource)
+        spans = encode_block(batch, BlockRules()).document()["spans"]
+        assert len(spans) == 2
+        for span in spans:
+            assert span["otel"]["resource"] == expected
+            assert span["otel"]["scope"] == {"name": "agentsight_otel", "version": __version__, "schema_url": None}
+            assert span["otel"]["span_kind"] == "INTERNAL" and span["otel"]["links"] == []
 
 
 def test_block_rules_fix_every_field_that_would_sink_the_batch(caplog):
@@ -111,7 +131,7 @@ def test_block_rules_fix_every_field_that_would_sink_the_batch(caplog):
         metadata='"not an object"',
         name="ok",
     )
-    block = encode_block(ConversationBatch(conversation, (_msg(1, "end_user", "y" * 20_000),)), BlockRules()).body
+    block = encode_block(ConversationBatch(conversation, (_msg(1, "end_user", "y" * 20_000),)), BlockRules()).document()
     assert set(block) <= {
         "conversation_id",
         "customer_id",
