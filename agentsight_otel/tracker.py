@@ -1099,12 +1099,12 @@ def _preview(item_type: str, d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _queued_report(bucket: _Bucket) -> dict[str, Any]:
-    counts = [0] * len(ITEM_TYPES)
-    items = []
-    for index, (code, ns) in enumerate(zip(bucket.types, bucket.stamps)):
-        counts[code] += 1
-        items.append({"index": index, "type": ITEM_TYPES[code], "timestamp": _iso(ns), "queued": True})
-    summary = {_PLURAL[name]: counts[code] for code, name in enumerate(ITEM_TYPES) if name != "conversation"}
+    types = bucket.types
+    items = [
+        {"index": index, "type": ITEM_TYPES[code], "timestamp": iso_time(ns) or "", "queued": True}
+        for index, (code, ns) in enumerate(zip(types, bucket.stamps))
+    ]
+    summary = {_PLURAL[name]: types.count(code) for code, name in enumerate(ITEM_TYPES) if name != "conversation"}
     summary["errors"] = 0
     return {"items": items, "summary": summary, "queued": True}
 

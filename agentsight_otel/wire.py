@@ -62,14 +62,13 @@ def iso_time(ns: int | None) -> str | None:
     """
     if not ns:
         return None
-    micros = ns // 1000
-    seconds = micros // 1_000_000
+    seconds = ns // 1_000_000_000
     prefix = _SECOND_PREFIX.get(seconds)
     if prefix is None:
         if len(_SECOND_PREFIX) > 4096:
             _SECOND_PREFIX.clear()
-        prefix = _SECOND_PREFIX[seconds] = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{prefix}.{micros % 1_000_000:06d}+00:00"
+        prefix = _SECOND_PREFIX[seconds] = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+    return "%s%06d+00:00" % (prefix, ns // 1000 % 1_000_000)  # noqa: UP031 - a fifth faster than the f-string
 
 
 _TEXT_ATTRIBUTES = (sc.TOOL_RESPONSE, sc.TOOL_ERROR)
@@ -363,6 +362,8 @@ def _message_event(record: Message) -> dict[str, Any]:
 class _Turn:
     """Messages of one exchange: a turn opens at a user message and gathers what follows."""
 
+    __slots__ = ("span_id", "start_ns", "end_ns", "events")
+
     def __init__(self, first: Message) -> None:
         self.span_id = first.key.stable_span_id("turn")
         self.start_ns = first.timestamp_ns
@@ -371,10 +372,11 @@ class _Turn:
 
     def add(self, record: Message) -> None:
         self.events.append(_message_event(record))
-        self.end_ns = max(self.end_ns, record.timestamp_ns)
+        self.touch(record.timestamp_ns)
 
     def touch(self, ns: int) -> None:
-        self.end_ns = max(self.end_ns, ns)
+        if ns > self.end_ns:
+            self.end_ns = ns
 
 
 # One function per record type: the span it becomes, a child of the open turn (``turn_id``) when there is one.
@@ -461,8 +463,7 @@ def _llm_span(b: _SpanBuilder, record: TokenUsage, turn_id: str | None) -> dict[
     return b.span(record.key.stable_span_id("llm"), turn_id, sc.KIND_LLM, name, ts, ts, attrs)
 
 
-def _conversation_span(b: _SpanBuilder, record: ConversationOpened, turn_id: str | None) -> dict[str, Any]:
-    # Never part of a turn: it registers or updates the conversation itself.
+def _conversation_span(b: _SpanBuilder, record: ConversationOpened) -> dict[str, Any]:
     name = "metadata_updated" if record.is_used else "conversation_opened"
     ts = record.timestamp_ns
     attrs = b.attributes(sc.KIND_CONVERSATION, name, None)
@@ -474,7 +475,6 @@ _RECORD_SPANS: dict[type, Callable[[_SpanBuilder, Any, str | None], dict[str, An
     Button: _button_span,
     Attachments: _attachment_span,
     TokenUsage: _llm_span,
-    ConversationOpened: _conversation_span,
 }
 
 
@@ -493,28 +493,30 @@ def encode_block(batch: ConversationBatch, rules: BlockRules) -> Block:
     turns: list[_Turn] = []
     turn: _Turn | None = None
     for record in batch.records:
-        if isinstance(record, Message):
+        if type(record) is Message:  # records are never subclassed; this runs for every item
             if turn is None or record.sender == "end_user":
                 turn = _Turn(record)
                 turns.append(turn)
             else:
                 turn.add(record)
+            continue
+        make = _RECORD_SPANS.get(type(record))
+        if make is not None:
+            if turn is None:
+                spans.append(make(builder, record, None))
+            else:
+                spans.append(make(builder, record, turn.span_id))
+                turn.touch(record.timestamp_ns)
+        elif isinstance(record, ConversationOpened):  # never part of a turn: it registers or updates the conversation
+            spans.append(_conversation_span(builder, record))
         elif isinstance(record, RawSpan):
             raw = dict(record.span)
             raw["attributes"] = {**raw["attributes"], **builder.conversation_attrs}  # the block's checked values
             spans.append(raw)
-        elif isinstance(record, ConversationOpened):
-            spans.append(_conversation_span(builder, record, None))
-        else:
-            make = _RECORD_SPANS.get(type(record))
-            if make is not None:
-                spans.append(make(builder, record, turn.span_id if turn is not None else None))
-                if turn is not None:
-                    turn.touch(record.timestamp_ns)
     for t in turns:
         attrs = builder.attributes(sc.KIND_TURN, "turn", t.span_id)
         attrs[sc.TURN_COMPLETE] = True
-        spans.append(builder.span(t.span_id, None, sc.KIND_TURN, "turn", t.start_ns, t.end_ns, attrs, events=t.events))
+        spans.append(builder.span(t.span_id, None, sc.KIND_TURN, "turn", t.start_ns, t.end_ns, attrs, "ok", t.events))
     spans.sort(key=_span_start)
     fields["spans"] = spans
     return Block(fields["conversation_id"], dumps(fields), batch.sources)

@@ -63,10 +63,18 @@ class ParsedSpan:
 
 
 def _first(attrs: Mapping[str, Any], names: Iterable[str]) -> str | None:
+    """The first of these attributes that holds a non-blank string or an integer, as stripped text."""
     for name in names:
         value = attrs.get(name)
-        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
-            return str(value).strip()
+        if value is None:
+            continue
+        if type(value) is not str:
+            if not isinstance(value, (str, int)) or isinstance(value, bool):
+                continue
+            value = str(value)
+        value = value.strip()
+        if value:
+            return value
     return None
 
 
@@ -100,14 +108,17 @@ def parse_span(span: ReadableSpan) -> ParsedSpan | None:
         items = tuple(openllmetry.read(span, attrs))
     elif genai.is_genai(attrs, span):
         items = tuple(genai.read(span, attrs))
-    is_root = span.parent is None or span.parent.is_remote
-    if not records and not items and not is_root and _first(attrs, CONVERSATION_ID_ATTRIBUTES) is None:
+    parent = span.parent
+    is_root = parent is None or parent.is_remote
+    conversation_id = _first(attrs, CONVERSATION_ID_ATTRIBUTES)
+    if not records and not items and not is_root and conversation_id is None:
         return None
+    context = span.context
     return ParsedSpan(
-        span.context.trace_id,
-        span.context.span_id,
+        context.trace_id,
+        context.span_id,
         is_root,
-        _first(attrs, CONVERSATION_ID_ATTRIBUTES),
+        conversation_id,
         _first(attrs, USER_ID_ATTRIBUTES),
         records,
         items,
@@ -162,11 +173,14 @@ class SpanReader:
             if parsed is not None:
                 by_trace.setdefault(parsed.trace_id, []).append(parsed)
         for trace_id, parsed_spans in by_trace.items():
-            cid = next((p.conversation_id for p in parsed_spans if p.conversation_id), None)
+            cid = None
+            root_ended = False
+            for p in parsed_spans:
+                cid = cid or p.conversation_id
+                root_ended = root_ended or p.is_root
             if cid is not None:
                 self._remember(trace_id, cid)
             cid = cid or self._known.get(trace_id)
-            root_ended = any(p.is_root for p in parsed_spans)
             if cid is None and not root_ended:
                 self._hold(trace_id, parsed_spans, now)
                 continue
@@ -217,14 +231,22 @@ class SpanReader:
             by_conversation.setdefault(p.conversation_id or "", []).append(p)
         found: list[SpanRecords] = []
         for cid, parsed_spans in by_conversation.items():
-            customer = next((p.customer_id for p in parsed_spans if p.customer_id), None)
-            base = Conversation(cid, customer_id=customer)
+            base: Conversation | None = None  # for spans that carry no conversation fields of their own
             items = [(p.trace_id, p.span_id, item) for p in parsed_spans for item in p.items]
             assembled = assemble(items, self._history.of(cid)) if items else {}
             for p in parsed_spans:
-                records = p.records + tuple(assembled.get((p.trace_id, p.span_id), ()))
-                if records:
-                    found.append(SpanRecords(p.conversation or base, records, p.resource))
+                records = p.records
+                if assembled:
+                    records += tuple(assembled.get((p.trace_id, p.span_id), ()))
+                if not records:
+                    continue
+                conversation = p.conversation
+                if conversation is None:
+                    if base is None:
+                        customer = next((q.customer_id for q in parsed_spans if q.customer_id), None)
+                        base = Conversation(cid, customer_id=customer)
+                    conversation = base
+                found.append(SpanRecords(conversation, records, p.resource))
         return found
 
 

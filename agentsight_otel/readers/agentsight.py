@@ -31,16 +31,6 @@ def _str(attrs: Mapping[str, Any], name: str) -> str | None:
     return _text(attrs.get(name))
 
 
-def _int(attrs: Mapping[str, Any], name: str) -> int:
-    value = attrs.get(name)
-    if type(value) is int:
-        return value
-    try:
-        return int(value) if value is not None else 0
-    except (TypeError, ValueError):
-        return 0
-
-
 def _opt_int(attrs: Mapping[str, Any], name: str) -> int | None:
     value = attrs.get(name)
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
@@ -112,24 +102,35 @@ def _attachments(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Record | None
         ts,
         _str(a, sc.ATTACHMENT_SENDER) or "end_user",
         str(files),
-        _int(a, sc.ATTACHMENT_COUNT),
+        _count(a.get(sc.ATTACHMENT_COUNT)),
         _str(a, sc.ATTACHMENT_MODE),
         _str(a, sc.METADATA),
     )
 
 
+def _count(value: Any) -> int:
+    """A count: an int as it is, anything else converted (0 when it cannot be)."""
+    if type(value) is int:
+        return value
+    try:
+        return int(value) if value is not None else 0
+    except (TypeError, ValueError):
+        return 0
+
+
 def _token_usage(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Record | None:
+    get = a.get
     return TokenUsage(
         key,
         ts,
         _str(a, sc.GEN_AI_REQUEST_MODEL),
-        input_tokens=_int(a, sc.GEN_AI_USAGE_INPUT_TOKENS),
-        output_tokens=_int(a, sc.GEN_AI_USAGE_OUTPUT_TOKENS),
-        total_tokens=_int(a, sc.LLM_TOTAL_TOKENS),
-        embedding_tokens=_int(a, sc.LLM_EMBEDDING_TOKENS),
-        cache_read_tokens=_int(a, sc.LLM_CACHE_READ_TOKENS),
-        cache_write_tokens=_int(a, sc.LLM_CACHE_WRITE_TOKENS),
-        reasoning_tokens=_int(a, sc.LLM_REASONING_TOKENS),
+        input_tokens=_count(get(sc.GEN_AI_USAGE_INPUT_TOKENS)),
+        output_tokens=_count(get(sc.GEN_AI_USAGE_OUTPUT_TOKENS)),
+        total_tokens=_count(get(sc.LLM_TOTAL_TOKENS)),
+        embedding_tokens=_count(get(sc.LLM_EMBEDDING_TOKENS)),
+        cache_read_tokens=_count(get(sc.LLM_CACHE_READ_TOKENS)),
+        cache_write_tokens=_count(get(sc.LLM_CACHE_WRITE_TOKENS)),
+        reasoning_tokens=_count(get(sc.LLM_REASONING_TOKENS)),
         system=_str(a, sc.GEN_AI_SYSTEM),
     )
 
