@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import fields, replace
 
 from .records import Conversation, ConversationBatch, Record, RecordKey, SpanRecords
 
-_CONVERSATION_FIELDS = [f.name for f in fields(Conversation) if f.name != "conversation_id"]
+_CONVERSATION_FIELDS = [name for name in Conversation._fields if name != "conversation_id"]
 
 
 def merge_conversation(old: Conversation, new: Conversation) -> Conversation:
     """Fields set on the newer span win; fields it leaves unset keep the older value."""
     changes = {name: getattr(new, name) for name in _CONVERSATION_FIELDS if getattr(new, name) is not None}
-    return replace(old, **changes) if changes else old
+    return old._replace(**changes) if changes else old
 
 
 def _order(record: Record) -> tuple[int, int, int]:

@@ -1,13 +1,17 @@
 """What AgentSight answered for each exported span, kept briefly so the tracker can report per item.
 
 ``send_tracked_data`` must return what the server really said; the exporter runs behind the OpenTelemetry
-processor, so it leaves its verdicts here, keyed by the source span, and the tracker picks them up.
+processor, so it leaves its verdicts here, keyed by the source span, and the tracker picks them up. Only the
+outcomes someone said they will ask for (:meth:`OutcomeLedger.expect`) are kept: an exporter shipping an app's
+spans, or the tracker sending without waiting, would otherwise fill the ledger with verdicts nobody reads (up to
+its bound: tens of megabytes, rescanned by every full garbage collection).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,24 +27,48 @@ class Outcome:
 
 
 class OutcomeLedger:
-    """A bounded map from (trace id, span id) to :class:`Outcome`; the oldest entries fall out first."""
+    """A bounded map from (trace id, span id, event index) to :class:`Outcome`; the oldest entries fall out first."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
         self._entries: OrderedDict[tuple[int, int, int], Outcome] = OrderedDict()
+        self._expected: OrderedDict[tuple[int, int, int], None] = OrderedDict()
         self._max = max_entries
         self._lock = threading.Lock()
 
+    def expect(self, trace_id: int, span_id: int, index: int = -1) -> None:
+        """Keep the outcome of this span (``index`` -1) or of one of its events until it is popped."""
+        key = (trace_id, span_id, index)
+        with self._lock:
+            self._expected[key] = None
+            while len(self._expected) > self._max:
+                self._expected.popitem(last=False)
+
+    def forget(self, keys: Iterable[tuple[int, int, int]]) -> None:
+        """Nobody will ask for these any more: drop what was recorded and do not keep what comes later."""
+        with self._lock:
+            for key in keys:
+                self._expected.pop(key, None)
+                self._entries.pop(key, None)
+
     def record(self, trace_id: int, span_id: int, outcome: Outcome, *, index: int = -1) -> None:
         """The outcome of a whole span (``index`` -1) or of one of its events (attachment uploads)."""
+        key = (trace_id, span_id, index)
         with self._lock:
-            self._entries[(trace_id, span_id, index)] = outcome
-            self._entries.move_to_end((trace_id, span_id, index))
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
+            if key in self._expected:
+                self._store(key, outcome)
+
+    def _store(self, key: tuple[int, int, int], outcome: Outcome) -> None:
+        """Keep an outcome (the caller holds the lock)."""
+        self._entries[key] = outcome
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
 
     def pop(self, trace_id: int, span_id: int, index: int = -1) -> Outcome | None:
+        key = (trace_id, span_id, index)
         with self._lock:
-            return self._entries.pop((trace_id, span_id, index), None)
+            self._expected.pop(key, None)
+            return self._entries.pop(key, None)
 
 
 ledger = OutcomeLedger()

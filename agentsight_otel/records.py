@@ -2,6 +2,10 @@
 
 A record is one thing that happened in a conversation (a message, an action, ...). Each keeps the identity of
 the span event it was read from (:class:`RecordKey`), from which the wire stage derives stable span ids.
+
+Records and conversations are named tuples rather than dataclasses: an export holds thousands of them from
+reading to encoding, and tuples of plain values drop out of the garbage collector's tracking at its first pass,
+where dataclass instances would be promoted and rescanned by every full collection.
 """
 
 from __future__ import annotations
@@ -42,8 +46,7 @@ def _role_code(role: str) -> int:
     return code
 
 
-@dataclass(frozen=True)
-class Conversation:
+class Conversation(NamedTuple):
     """The conversation fields carried by a span (``agentsight.conversation.*``); ``None`` means not set."""
 
     conversation_id: str
@@ -57,8 +60,7 @@ class Conversation:
     metadata: str | None = None  # a JSON document as text, parsed back on the wire
 
 
-@dataclass
-class Message:
+class Message(NamedTuple):
     key: RecordKey
     timestamp_ns: int
     sender: str  # "end_user" | "agent"
@@ -66,8 +68,7 @@ class Message:
     metadata: str | None = None
 
 
-@dataclass
-class Action:
+class Action(NamedTuple):
     key: RecordKey
     timestamp_ns: int
     name: str
@@ -80,8 +81,7 @@ class Action:
     metadata: str | None = None
 
 
-@dataclass
-class Button:
+class Button(NamedTuple):
     key: RecordKey
     timestamp_ns: int
     event: str
@@ -90,19 +90,17 @@ class Button:
     metadata: str | None = None
 
 
-@dataclass
-class Attachments:
+class Attachments(NamedTuple):
     key: RecordKey
     timestamp_ns: int
     sender: str
     files: str  # JSON list of descriptors {filename, mime_type, size, sha256}; never bytes
-    count: int
+    file_count: int
     mode: str | None = None
     metadata: str | None = None
 
 
-@dataclass
-class TokenUsage:
+class TokenUsage(NamedTuple):
     key: RecordKey
     timestamp_ns: int
     model: str | None
@@ -116,8 +114,7 @@ class TokenUsage:
     system: str | None = None
 
 
-@dataclass
-class ConversationOpened:
+class ConversationOpened(NamedTuple):
     """The conversation was registered (``initialize_conversation``) or its fields were set."""
 
     key: RecordKey
@@ -125,8 +122,7 @@ class ConversationOpened:
     is_used: bool
 
 
-@dataclass
-class RawSpan:
+class RawSpan(NamedTuple):
     """A span that is already in AgentSight's shape (agentsight 0.1.x kinds), passed through as a wire span dict."""
 
     key: RecordKey

@@ -477,6 +477,7 @@ class ConversationTracker:
                 self._warned_not_recording = True
                 logger.warning("the configured TracerProvider does not record the tracker's spans; nothing is sent")
             ctx = span.get_span_context()
+            ledger.expect(ctx.trace_id, ctx.span_id)  # a waiting send reports what AgentSight said for it
             bucket.span = span
             bucket.span_key = (ctx.trace_id, ctx.span_id)
             bucket.segment_starts.append(len(bucket))
@@ -515,6 +516,7 @@ class ConversationTracker:
                 bucket.data.append(data)
             if files and bucket.types:
                 bucket.file_events[len(bucket.types) - 1] = (*bucket.span_key, index)
+                ledger.expect(*bucket.span_key, index)
         if finished is not None:
             finished.end()
 
@@ -639,6 +641,7 @@ class ConversationTracker:
         span = self._start_span(cid, fields)
         span.add_event(sc.EVENT_CONVERSATION, {sc.CONVERSATION_IS_USED: False})
         ctx = span.get_span_context()
+        ledger.expect(ctx.trace_id, ctx.span_id)
         if self._processor is not None:
             self._processor.export_now(ctx.trace_id, ctx.span_id)
         span.end()
@@ -932,6 +935,7 @@ class ConversationTracker:
         if bucket.span is not None:
             bucket.span.end()  # outside the lock: other threads keep tracking while this one sends
         if not wait:
+            _forget_outcomes(bucket)  # nobody will ask: the ledger must not keep them
             return _queued_report(bucket)
         if processor is not None and bucket.segment_keys:
             processor.wait_idle(bucket.segment_keys[0][0], timeout or 30)
@@ -963,6 +967,7 @@ class ConversationTracker:
             buckets = list(self._buckets.values())
             self._buckets.clear()
         for bucket in buckets:
+            _forget_outcomes(bucket)
             if bucket.span is not None:
                 bucket.span.end()
         if self._processor is not None:
@@ -1096,6 +1101,10 @@ def _preview(item_type: str, d: dict[str, Any]) -> dict[str, Any]:
     if item_type == "button":
         return {"label": d.get("label"), "value": d.get("value"), "event": d.get("button_event")}
     return {}
+
+
+def _forget_outcomes(bucket: _Bucket) -> None:
+    ledger.forget([(*key, -1) for key in bucket.segment_keys] + list(bucket.file_events.values()))
 
 
 def _queued_report(bucket: _Bucket) -> dict[str, Any]:

@@ -426,10 +426,10 @@ def _button_span(b: _SpanBuilder, record: Button, turn_id: str | None) -> dict[s
 
 
 def _attachment_span(b: _SpanBuilder, record: Attachments, turn_id: str | None) -> dict[str, Any]:
-    name = f"{record.count} attachment{'s' if record.count != 1 else ''}"
+    name = f"{record.file_count} attachment{'s' if record.file_count != 1 else ''}"
     attrs = b.attributes(sc.KIND_ATTACHMENT, name, turn_id)
     attrs[sc.ATTACHMENT_SENDER] = record.sender
-    attrs[sc.ATTACHMENT_COUNT] = record.count
+    attrs[sc.ATTACHMENT_COUNT] = record.file_count
     attrs[sc.ATTACHMENT_FILES] = _document(record.files)
     if record.mode is not None:
         attrs[sc.ATTACHMENT_MODE] = record.mode

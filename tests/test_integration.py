@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from agentsight_otel import AgentSightSpanExporter, ConversationTracker
 from agentsight_otel import processor as processor_module
 from agentsight_otel.localserver import Faults, LocalServer
+from agentsight_otel.outcomes import OutcomeLedger
 
 from .helpers import run_in_threads, wait_until
 
@@ -246,6 +247,33 @@ def test_exporter_in_an_app_pipeline_is_idempotent_on_resend(server):
     bodies = [r for r in server.request_log() if r["path"] == "/api/ingest/"]
     assert len(bodies) == 2 and bodies[0]["body_bytes"] == bodies[1]["body_bytes"]
     assert [i["content"] for i in server.transcript("dup-1")["items"]] == ["once", "only once"]
+
+
+def test_the_exporter_keeps_only_the_outcomes_someone_waits_for(server):
+    # An app's pipeline exports spans nobody will ask about; their verdicts must not pile up in the ledger.
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    t = ConversationTracker()
+    t.configure(tracer_provider=provider)
+    for c in range(3):
+        t.track_human_message(f"q{c}", conversation_id=f"kept-{c}")
+        t.send_tracked_data(conversation_id=f"kept-{c}")
+    spans = memory.get_finished_spans()
+    assert len(spans) == 3
+    keys = [(s.context.trace_id, s.context.span_id) for s in spans]
+    outcomes = OutcomeLedger()
+    outcomes.expect(*keys[0])
+    exporter = AgentSightSpanExporter(api_key=server.api_key, endpoint=server.url, outcome_ledger=outcomes)
+    try:
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    first = outcomes.pop(*keys[0])
+    assert first is not None and first.delivered
+    assert [outcomes.pop(*key) for key in keys[1:]] == [None, None]
+    assert all(server.transcript(f"kept-{c}") for c in range(3))  # all delivered, only one verdict kept
+    assert outcomes.pop(*keys[0]) is None  # popped once
 
 
 def test_a_block_the_server_refuses_does_not_sink_the_others(caplog):

@@ -65,11 +65,11 @@ class BridgeLedger(OutcomeLedger):
     def record(self, trace_id: int, span_id: int, outcome: Outcome, *, index: int = -1) -> None:
         if index != -1:
             return  # attachment uploads: the bridge never carries attachment bytes
-        if outcome.delivered:
-            with self._lock:
+        with self._lock:
+            if outcome.delivered:
                 self._entries.pop((trace_id, span_id, index), None)
-            return
-        super().record(trace_id, span_id, outcome, index=index)
+            else:
+                self._store((trace_id, span_id, index), outcome)
 
 
 class _Job:
