@@ -1482,6 +1482,7 @@ def section_profiles(run: Run, details: list[str], sections: Sequence[str]) -> N
                     "key": key,
                     "conversations": run.sizes["e2e_conversations"],
                     "threads": 1,
+                    "wait": run.args.e2e_wait,  # as measured above
                     "profile_dir": str(run.profile_dir),
                 },
             )
