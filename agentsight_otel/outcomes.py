@@ -36,7 +36,8 @@ class OutcomeLedger:
         self._lock = threading.Lock()
 
     def expect(self, trace_id: int, span_id: int, index: int = -1) -> None:
-        """Keep the outcome of this span (``index`` -1) or of one of its events until it is popped."""
+        """Keep the outcome of this span (``index`` -1, which covers its events too) or of one of its events until
+        it is popped."""
         key = (trace_id, span_id, index)
         with self._lock:
             self._expected[key] = None
@@ -54,7 +55,7 @@ class OutcomeLedger:
         """The outcome of a whole span (``index`` -1) or of one of its events (attachment uploads)."""
         key = (trace_id, span_id, index)
         with self._lock:
-            if key in self._expected:
+            if key in self._expected or (index != -1 and (trace_id, span_id, -1) in self._expected):
                 self._store(key, outcome)
 
     def _store(self, key: tuple[int, int, int], outcome: Outcome) -> None:

@@ -516,7 +516,6 @@ class ConversationTracker:
                 bucket.data.append(data)
             if files and bucket.types:
                 bucket.file_events[len(bucket.types) - 1] = (*bucket.span_key, index)
-                ledger.expect(*bucket.span_key, index)
         if finished is not None:
             finished.end()
 
