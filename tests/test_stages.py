@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -92,6 +95,29 @@ def test_turn_opens_at_user_message_and_tools_are_its_children():
     assert tools[0]["duration_ms"] == 5.0
     assert all(s["attributes"][sc.CONVERSATION_ID] == "c" for s in spans)
     assert [s["started_at"] for s in spans] == sorted(s["started_at"] for s in spans)
+
+
+def test_stable_span_ids_are_the_same_in_every_process():
+    # A bridge restarted between a collector's retries must give a re-sent span the ids it gave before, so the
+    # ids cannot depend on the per-process salt of str hashing.
+    code = (
+        "from agentsight_otel.records import RecordKey;"
+        "k = RecordKey(0xa6fb8610ca007970f54e431207cc597e, 0x968621c49c258325, 3);"
+        "print(k.stable_span_id('tool'), k.stable_span_id('turn'), RecordKey(1, 2).stable_span_id('llm'))"
+    )
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "random")
+    }
+    assert len(seen) == 1
+    tool, turn, llm = seen.pop().split()
+    assert len({tool, turn, llm}) == 3 and all(len(x) == 16 and int(x, 16) for x in (tool, turn, llm))
 
 
 def test_encoding_the_same_records_twice_gives_the_same_payload():
