@@ -357,6 +357,31 @@ def test_send_report_has_the_legacy_shape(tracker, items):
     assert result["summary"]["questions"] == items
 
 
+def test_threads_on_many_conversations_and_on_one_shared_lose_and_mix_nothing(tracker, api):
+    # Conversations have locks of their own: threads on different conversations run side by side, threads sharing
+    # one still append one at a time, and per-conversation state (token counters) stays per conversation.
+    def worker(n):
+        own = f"locks-{n}"
+        for i in range(40):
+            tracker.track_human_message(f"{n}:{i}", conversation_id=own)
+            tracker.track_agent_message(f"shared {n}:{i}", conversation_id="locks-shared")
+            tracker.track_token_usage(prompt_tokens=2, completion_tokens=1, conversation_id=own)
+            assert tracker.get_token_usage(conversation_id=own)["prompt_tokens"] == 2 * (i + 1)
+        report = tracker.send_tracked_data(conversation_id=own, wait=n % 2 == 0)
+        assert report["summary"]["questions"] == 40 and report["summary"]["errors"] == 0
+
+    run_in_threads(worker, 8)
+    assert tracker.send_tracked_data(conversation_id="locks-shared")["summary"]["answers"] == 320
+    tracker.flush()
+    for n in range(8):
+        items = api.transcript(f"locks-{n}")["items"]
+        assert [i["content"] for i in items if "content" in i] == [f"{n}:{i}" for i in range(40)]
+    shared = [i["content"] for i in api.transcript("locks-shared")["items"]]
+    for n in range(8):  # every thread's messages, each once and in the order that thread sent them
+        assert [c for c in shared if c.startswith(f"shared {n}:")] == [f"shared {n}:{i}" for i in range(40)]
+    assert len(shared) == 320
+
+
 def test_tracking_never_waits_for_another_threads_send(server):
     server.set_faults(Faults(latency=1.0))  # every send takes a second
     slow = ConversationTracker()
