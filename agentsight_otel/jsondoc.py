@@ -53,19 +53,24 @@ if _orjson is not None:
         except TypeError:  # orjson rejects what the standard library accepts (e.g. int keys > 64 bit)
             return _std_dumps(value)
 
-    loads: Callable[[Any], Any] = _orjson_mod.loads
+    def dumps_fast(value: Any) -> bytes:
+        """:func:`dumps` without the standard-library fallback: raises TypeError for what orjson cannot write."""
+        return _orjson_mod.dumps(value, default=_fallback)  # type: ignore[no-any-return]
 
-    def encoded(value: Any) -> Any:
-        """``value`` serialised once, to be embedded as it is in many documents that :func:`dumps` writes."""
-        return _orjson_mod.Fragment(dumps(value))
+    loads: Callable[[Any], Any] = _orjson_mod.loads
 
 else:  # pragma: no cover
     dumps = _std_dumps
+    dumps_fast = _std_dumps
     loads = json.loads
 
-    def encoded(value: Any) -> Any:
-        """Without orjson there is no pre-serialised fragment: the value itself is embedded."""
-        return value
+_Fragment: Any = getattr(_orjson, "Fragment", None)  # orjson >= 3.9.15
+
+
+def encoded(value: Any) -> Any:
+    """``value`` serialised once, to be embedded as it is in the documents :func:`dumps_fast` writes (the value
+    itself without orjson). :func:`dumps` cannot embed it when it falls back to the standard library."""
+    return value if _Fragment is None else _Fragment(dumps(value))
 
 
 HAS_ORJSON = _orjson is not None

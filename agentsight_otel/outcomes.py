@@ -9,13 +9,18 @@ its bound: tens of megabytes, rescanned by every full garbage collection).
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 MAX_ENTRIES = 100_000  # outcomes of rolled-over segments wait here until their send reports them
+# Expectations last as long as the conversation they belong to is open, so their bound is only a backstop: an open
+# conversation whose expectation fell out would report delivered items as failed.
+MAX_EXPECTED = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -29,10 +34,17 @@ class Outcome:
 class OutcomeLedger:
     """A bounded map from (trace id, span id, event index) to :class:`Outcome`; the oldest entries fall out first."""
 
-    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(self, max_entries: int = MAX_ENTRIES, max_expected: int = MAX_EXPECTED) -> None:
+        self._max = max_entries
+        self._max_expected = max_expected
+        self._reset()
+        if hasattr(os, "register_at_fork"):  # a child must not inherit a lock held by a parent's exporting thread
+            ref = weakref.WeakMethod(self._reset)
+            os.register_at_fork(after_in_child=lambda: (m := ref()) is not None and m())
+
+    def _reset(self) -> None:
         self._entries: OrderedDict[tuple[int, int, int], Outcome] = OrderedDict()
         self._expected: OrderedDict[tuple[int, int, int], None] = OrderedDict()
-        self._max = max_entries
         self._lock = threading.Lock()
 
     def expect(self, trace_id: int, span_id: int, index: int = -1) -> None:
@@ -41,7 +53,7 @@ class OutcomeLedger:
         key = (trace_id, span_id, index)
         with self._lock:
             self._expected[key] = None
-            while len(self._expected) > self._max:
+            while len(self._expected) > self._max_expected:
                 self._expected.popitem(last=False)
 
     def forget(self, keys: Iterable[tuple[int, int, int]]) -> None:

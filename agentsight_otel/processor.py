@@ -147,7 +147,13 @@ class TrackerSpanProcessor(SpanProcessor):
                     self._cond.wait()
                 if not self._queue and self._closed:
                     return
-                short = len(self._queue) < BATCH_SPANS and not self._closed
+                # Worth filling: few spans, and no more events than a quarter of the bound (long conversations'
+                # rolled-over segments fill the queue by events long before it holds BATCH_SPANS spans).
+                short = (
+                    len(self._queue) < min(BATCH_SPANS, self._max_queue)
+                    and self._queued_events < MAX_QUEUED_EVENTS // 4
+                    and not self._closed
+                )
             if short:  # outside the condition: the tracking calls that fill the batch must not wake this worker
                 time.sleep(BATCH_LINGER_S)
             with self._cond:

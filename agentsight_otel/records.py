@@ -11,6 +11,7 @@ where dataclass instances would be promoted and rescanned by every full collecti
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass
 from typing import NamedTuple, Union
 
@@ -32,10 +33,16 @@ class RecordKey(NamedTuple):
         code = _ROLE_CODES.get(role)
         if code is None:
             code = _role_code(role)
-        return "%016x" % ((hash((self.trace_id, self.span_id, self.event, code)) & _MASK64) or 1)  # 0 is invalid
+        identity = (self.trace_id, self.span_id, self.event, code)
+        if _HASH_BITS >= 64:
+            x = hash(identity) & _MASK64
+        else:  # a 32-bit build: two hashes, or ids would repeat within large conversations
+            x = (hash(identity) & 0xFFFFFFFF) << 32 | (hash((code, identity)) & 0xFFFFFFFF)
+        return "%016x" % (x or 1)  # an all-zero span id is invalid
 
 
 _MASK64 = (1 << 64) - 1
+_HASH_BITS = sys.hash_info.width
 _ROLE_CODES: dict[str, int] = {}
 
 

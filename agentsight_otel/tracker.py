@@ -1011,7 +1011,7 @@ class ConversationTracker:
         """
         try:
             self._hand_over(timeout=5)
-            with self._lock:
+            with self._every_conversation(), self._lock:  # no tracking call sees the pipeline half torn down
                 if self._own_provider and self._provider is not None:
                     self._provider.shutdown()
                     self._provider = None

@@ -14,11 +14,11 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from . import semconv as sc
 from .config import BUILTIN_ENVIRONMENTS, normalize_environment
-from .jsondoc import MAX_TEXT, clamp_text, dumps, encoded, loads, parse_document, safe_document
+from .jsondoc import MAX_TEXT, clamp_text, dumps, dumps_fast, encoded, loads, parse_document, safe_document
 from .records import (
     Action,
     Attachments,
@@ -254,36 +254,39 @@ def _conversation_attributes(fields: dict[str, Any]) -> dict[str, Any]:
     return attrs
 
 
-_OTEL_ENVELOPES: dict[tuple[tuple[str, object], ...], Any] = {}
+class _Envelope(NamedTuple):
+    """The ``otel`` object of the spans this module builds, as data and as embedded pre-serialised JSON."""
+
+    value: dict[str, Any]
+    encoded: Any  # jsondoc.encoded(value): written once, embedded as it is in every span of the resource
 
 
-def _otel_envelope(resource: tuple[tuple[str, object], ...]) -> Any:
-    """The ``otel`` object of the spans this module builds: the same for every span of a resource, so it is
-    serialised once per resource and embedded as it is (see :func:`~agentsight_otel.jsondoc.encoded`)."""
-    try:
-        envelope = _OTEL_ENVELOPES.get(resource)
-    except TypeError:  # an unhashable attribute value (a key-value list from the bridge): not cached
-        envelope = None
-    if envelope is None:
-        envelope = encoded(
-            {
-                "span_kind": "INTERNAL",
-                "trace_flags": 1,
-                "trace_state": None,
-                "is_remote": False,
-                "status_description": None,
-                "links": [],
-                "resource": {str(k): v for k, v in resource},
-                "dropped": {"attributes": 0, "events": 0, "links": 0},
-                "scope": {"name": "agentsight_otel", "version": __version__, "schema_url": None},
-            }
-        )
-        try:
-            if len(_OTEL_ENVELOPES) >= 64:
-                _OTEL_ENVELOPES.clear()
-            _OTEL_ENVELOPES[resource] = envelope
-        except TypeError:
-            pass
+_last_envelope: tuple[object, _Envelope | None] = (None, None)
+
+
+def _otel_envelope(resource: tuple[tuple[str, object], ...]) -> _Envelope:
+    """The envelope for a resource: the same for every span of it, so it is made once per run of blocks.
+
+    Kept for the last resource *object* (readers hand out one tuple per SDK resource): equal tuples could still
+    differ in type (``True`` and ``1`` are equal), so values are never matched by equality.
+    """
+    global _last_envelope
+    last_resource, envelope = _last_envelope
+    if resource is last_resource and envelope is not None:
+        return envelope
+    value = {
+        "span_kind": "INTERNAL",
+        "trace_flags": 1,
+        "trace_state": None,
+        "is_remote": False,
+        "status_description": None,
+        "links": [],
+        "resource": {str(k): v for k, v in resource},
+        "dropped": {"attributes": 0, "events": 0, "links": 0},
+        "scope": {"name": "agentsight_otel", "version": __version__, "schema_url": None},
+    }
+    envelope = _Envelope(value, encoded(value))
+    _last_envelope = (resource, envelope)
     return envelope
 
 
@@ -486,9 +489,8 @@ def encode_block(batch: ConversationBatch, rules: BlockRules) -> Block:
     """One conversation's records as an ingest block: turns of messages, and a span per other record."""
     fields = rules.conversation_fields(batch.conversation)
     first_key = batch.records[0].key if batch.records else RecordKey(0, 0)
-    builder = _SpanBuilder(
-        f"{first_key.trace_id:032x}", _conversation_attributes(fields), _otel_envelope(batch.resource)
-    )
+    envelope = _otel_envelope(batch.resource)
+    builder = _SpanBuilder(f"{first_key.trace_id:032x}", _conversation_attributes(fields), envelope.encoded)
     spans: list[dict[str, Any]] = []
     turns: list[_Turn] = []
     turn: _Turn | None = None
@@ -519,7 +521,14 @@ def encode_block(batch: ConversationBatch, rules: BlockRules) -> Block:
         spans.append(builder.span(t.span_id, None, sc.KIND_TURN, "turn", t.start_ns, t.end_ns, attrs, "ok", t.events))
     spans.sort(key=_span_start)
     fields["spans"] = spans
-    return Block(fields["conversation_id"], dumps(fields), batch.sources)
+    try:
+        body = dumps_fast(fields)
+    except TypeError:  # a value orjson cannot write (an integer beyond 64 bits): the fallback needs plain data
+        for span in spans:
+            if span.get("otel") is envelope.encoded:
+                span["otel"] = envelope.value
+        body = dumps(fields)
+    return Block(fields["conversation_id"], body, batch.sources)
 
 
 def encode(batches: Iterable[ConversationBatch], rules: BlockRules) -> list[Block]:

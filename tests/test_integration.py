@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from agentsight_otel import AgentSightSpanExporter, ConversationTracker
 from agentsight_otel import processor as processor_module
 from agentsight_otel.localserver import Faults, LocalServer
-from agentsight_otel.outcomes import OutcomeLedger
+from agentsight_otel.outcomes import Outcome, OutcomeLedger
 
 from .helpers import run_in_threads, wait_until
 
@@ -274,6 +274,19 @@ def test_the_exporter_keeps_only_the_outcomes_someone_waits_for(server):
     assert [outcomes.pop(*key) for key in keys[1:]] == [None, None]
     assert all(server.transcript(f"kept-{c}") for c in range(3))  # all delivered, only one verdict kept
     assert outcomes.pop(*keys[0]) is None  # popped once
+
+
+def test_an_expected_outcome_is_kept_however_many_conversations_opened_since():
+    # Expectations live as long as their conversation is open; the outcome bound must not push one out.
+    outcomes = OutcomeLedger(max_entries=3)
+    outcomes.expect(1, 1)
+    for n in range(2, 10):
+        outcomes.expect(n, n)
+    outcomes.record(1, 1, Outcome(True))
+    outcomes.record(1, 1, Outcome(True), index=4)  # an event of an expected span (an attachment upload)
+    outcomes.record(99, 99, Outcome(True))  # nobody expects it
+    assert outcomes.pop(1, 1) == Outcome(True) and outcomes.pop(1, 1, 4) == Outcome(True)
+    assert outcomes.pop(99, 99) is None
 
 
 def test_a_block_the_server_refuses_does_not_sink_the_others(caplog):

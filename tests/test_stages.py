@@ -12,13 +12,22 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from agentsight_otel import records as records_module
 from agentsight_otel import semconv as sc
 from agentsight_otel.batch import group_by_conversation
 from agentsight_otel.config import check_api_key, resolve_settings
 from agentsight_otel.errors import InvalidApiKeyException
 from agentsight_otel.jsondoc import MARKER, MAX_TEXT, clamp_text, safe_document
 from agentsight_otel.readers import read_spans
-from agentsight_otel.records import Action, Conversation, ConversationBatch, Message, RecordKey, SpanRecords
+from agentsight_otel.records import (
+    Action,
+    Conversation,
+    ConversationBatch,
+    Message,
+    RecordKey,
+    SpanRecords,
+    TokenUsage,
+)
 from agentsight_otel.version import __version__
 from agentsight_otel.wire import BlockRules, encode, encode_block, iso_time
 
@@ -120,6 +129,15 @@ def test_stable_span_ids_are_the_same_in_every_process():
     assert len({tool, turn, llm}) == 3 and all(len(x) == 16 and int(x, 16) for x in (tool, turn, llm))
 
 
+def test_stable_span_ids_keep_64_bits_on_a_32_bit_hash(monkeypatch):
+    keys = [RecordKey(t, s, e) for t in (1, 2**100 + 5) for s in (3, 2**63 + 1) for e in range(-1, 20)]
+    wide = {k.stable_span_id("tool") for k in keys}
+    monkeypatch.setattr(records_module, "_HASH_BITS", 32)
+    narrow = {k.stable_span_id("tool") for k in keys}
+    assert len(wide) == len(narrow) == len(keys)
+    assert len({x[:8] for x in narrow}) > 1 and len({x[8:] for x in narrow}) > 1  # both halves vary
+
+
 def test_encoding_the_same_records_twice_gives_the_same_payload():
     records = (_msg(1_000, "end_user", "q"), _msg(2_000, "agent", "a", index=1))
     batch = ConversationBatch(Conversation("c"), records)
@@ -146,6 +164,24 @@ def test_every_span_carries_the_otel_envelope_of_its_resource():
             assert span["otel"]["resource"] == expected
             assert span["otel"]["scope"] == {"name": "agentsight_otel", "version": __version__, "schema_url": None}
             assert span["otel"]["span_kind"] == "INTERNAL" and span["otel"]["links"] == []
+
+
+def test_the_envelope_keeps_its_resource_types_and_survives_the_standard_library_fallback():
+    key = RecordKey(7, 1, 0)
+    flagged = encode_block(
+        ConversationBatch(Conversation("c"), (_msg(1_000, "end_user", "q"),), (("flag", True),)), BlockRules()
+    )
+    counted = encode_block(
+        ConversationBatch(Conversation("c"), (_msg(1_000, "end_user", "q"),), (("flag", 1),)), BlockRules()
+    )
+    assert flagged.document()["spans"][0]["otel"]["resource"]["flag"] is True  # True == 1: never shared
+    assert counted.document()["spans"][0]["otel"]["resource"]["flag"] == 1
+    # An integer beyond 64 bits is more than orjson writes: the block falls back to the standard library whole.
+    huge = TokenUsage(key, 2_000, "m", input_tokens=2**70)
+    batch = ConversationBatch(Conversation("c"), (huge,), (("service.name", "svc"),))
+    span = encode_block(batch, BlockRules()).document()["spans"][0]
+    assert span["attributes"][sc.GEN_AI_USAGE_INPUT_TOKENS] == 2**70
+    assert span["otel"]["resource"] == {"service.name": "svc"} and span["otel"]["span_kind"] == "INTERNAL"
 
 
 def test_block_rules_fix_every_field_that_would_sink_the_batch(caplog):
