@@ -508,7 +508,7 @@ class ConversationTracker:
         This is the hot path of every tracking call: keep it to one lock, one event and three appends.
         """
         finished = None
-        with self._conversation_locks[hash(cid) % CONVERSATION_LOCKS]:
+        with self._conversation_locks[hash(cid) % CONVERSATION_LOCKS]:  # _lock_of(cid), without the call
             bucket = self._buckets.get(cid) or self._bucket(cid)
             now = time.time_ns()
             ts = bucket.last_ns = now if now >= bucket.last_ns + 1000 else bucket.last_ns + 1000

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Callable
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> None:
@@ -22,3 +24,16 @@ def run_in_threads(function: Callable[[int], object], count: int) -> list[object
     with ThreadPoolExecutor(max_workers=count) as pool:
         futures = [pool.submit(function, n) for n in range(count)]
         return [f.result(timeout=120) for f in futures]
+
+
+@contextmanager
+def own_tracker(server: Any, **options: Any) -> Iterator[Any]:
+    """A fresh ``ConversationTracker`` on its own pipeline, shipping to ``server``, shut down afterwards."""
+    from agentsight_otel import ConversationTracker
+
+    tracker = ConversationTracker()
+    tracker.configure(api_key=server.api_key, endpoint=server.url, **options)
+    try:
+        yield tracker
+    finally:
+        tracker.shutdown()

@@ -20,7 +20,7 @@ from agentsight_otel import processor as processor_module
 from agentsight_otel.localserver import Faults, LocalServer
 from agentsight_otel.outcomes import Outcome, OutcomeLedger
 
-from .helpers import run_in_threads, wait_until
+from .helpers import own_tracker, run_in_threads, wait_until
 
 
 def _expected_item(kind, rng, n):
@@ -427,29 +427,27 @@ def test_an_app_provider_with_a_low_event_limit_loses_nothing(server):
 
 def test_a_failed_upload_fails_only_the_item_with_files(server):
     server.set_faults(Faults(status_rates={400: 1.0}, paths=("/api/attachments/",)))
-    t = ConversationTracker()
-    t.configure(api_key=server.api_key, endpoint=server.url)
-    t.track_human_message("hello", conversation_id="up-1")
-    t.track_attachments([{"filename": "a.txt", "mime_type": "text/plain", "data": "aGk="}], conversation_id="up-1")
-    t.track_agent_message(
-        "with a file",
-        conversation_id="up-1",
-        attachments=[{"filename": "b.txt", "mime_type": "text/plain", "data": "aGk="}],
-    )
-    report = t.send_tracked_data(conversation_id="up-1")
-    assert [(i["type"], i["success"]) for i in report["items"]] == [
-        ("question", True),
-        ("attachments", False),
-        ("answer", False),
-    ]
-    assert "attachment upload refused" in report["items"][1]["error"]
-    assert [i["type"] for i in server.transcript("up-1")["items"]] == [
-        "message",
-        "attachments",
-        "message",
-        "attachments",
-    ]
-    t.shutdown()
+    with own_tracker(server) as t:
+        t.track_human_message("hello", conversation_id="up-1")
+        t.track_attachments([{"filename": "a.txt", "mime_type": "text/plain", "data": "aGk="}], conversation_id="up-1")
+        t.track_agent_message(
+            "with a file",
+            conversation_id="up-1",
+            attachments=[{"filename": "b.txt", "mime_type": "text/plain", "data": "aGk="}],
+        )
+        report = t.send_tracked_data(conversation_id="up-1")
+        assert [(i["type"], i["success"]) for i in report["items"]] == [
+            ("question", True),
+            ("attachments", False),
+            ("answer", False),
+        ]
+        assert "attachment upload refused" in report["items"][1]["error"]
+        assert [i["type"] for i in server.transcript("up-1")["items"]] == [
+            "message",
+            "attachments",
+            "message",
+            "attachments",
+        ]
 
 
 def test_files_with_the_same_bytes_under_two_names_are_both_uploaded(tracker, server):
@@ -506,9 +504,7 @@ def test_own_provider_ignores_sdk_length_limits_and_the_wire_marks_the_cut(track
 
 def test_own_provider_that_samples_nothing_records_nothing_and_never_raises(server, monkeypatch, caplog):
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
-    t = ConversationTracker()
-    t.configure(api_key=server.api_key, endpoint=server.url)
-    try:
+    with own_tracker(server) as t:
         with caplog.at_level(logging.WARNING, logger="agentsight_otel"):
             t.get_or_create_conversation("unsampled-1")
             t.track_human_message("hello")
@@ -516,8 +512,6 @@ def test_own_provider_that_samples_nothing_records_nothing_and_never_raises(serv
             report = t.send_tracked_data()
         assert "does not record" in caplog.text
         assert not any(item["success"] for item in report["items"])
-    finally:
-        t.shutdown()
 
 
 def test_own_provider_events_encode_like_sdk_events(tracker):
@@ -546,9 +540,7 @@ def test_a_full_queue_waits_for_a_busy_but_healthy_server_instead_of_spilling(se
     # every conversation must still go over the network, not through the spool.
     monkeypatch.setattr(processor_module, "MAX_QUEUED_EVENTS", 12)
     server.set_faults(Faults(latency=0.05))
-    t = ConversationTracker()
-    t.configure(api_key=server.api_key, endpoint=server.url)
-    try:
+    with own_tracker(server) as t:
 
         def sender(worker):
             for c in range(worker, 24, 3):
@@ -562,16 +554,12 @@ def test_a_full_queue_waits_for_a_busy_but_healthy_server_instead_of_spilling(se
         assert stats["spooled"] == 0 and stats["delivered"] >= 24, stats
         for c in range(24):
             assert [i["content"] for i in server.transcript(f"busy-{c}")["items"]] == [f"q{i}" for i in range(5)]
-    finally:
-        t.shutdown()
 
 
 def test_a_full_queue_spills_during_an_outage_and_flush_delivers_the_spill(server, monkeypatch):
     monkeypatch.setattr(processor_module, "MAX_QUEUED_EVENTS", 12)
     server.set_faults(Faults(outage_seconds=3600))
-    t = ConversationTracker()
-    t.configure(api_key=server.api_key, endpoint=server.url, timeout=1)
-    try:
+    with own_tracker(server, timeout=1) as t:
         for c in range(12):
             for i in range(5):
                 t.track_human_message(f"q{i}", conversation_id=f"down-{c}")
@@ -584,8 +572,6 @@ def test_a_full_queue_spills_during_an_outage_and_flush_delivers_the_spill(serve
         assert exporter.spool.stats().entries == 0  # flush delivered what was spilled, not only the queue
         for c in range(12):
             assert [i["content"] for i in server.transcript(f"down-{c}")["items"]] == [f"q{i}" for i in range(5)]
-    finally:
-        t.shutdown()
 
 
 def test_segments_of_a_long_conversation_stay_in_order_across_the_two_export_workers(server, monkeypatch):
@@ -595,9 +581,7 @@ def test_segments_of_a_long_conversation_stay_in_order_across_the_two_export_wor
     monkeypatch.setattr(processor_module, "BATCH_SPANS", 1)
     monkeypatch.setattr(processor_module, "BATCH_LINGER_S", 0.0)
     server.set_faults(Faults(latency=(0.0, 0.03), seed=7))
-    t = ConversationTracker()
-    t.configure(api_key=server.api_key, endpoint=server.url)
-    try:
+    with own_tracker(server) as t:
 
         def sender(worker):
             cid = f"long-{worker}"
@@ -625,5 +609,3 @@ def test_segments_of_a_long_conversation_stay_in_order_across_the_two_export_wor
             assert len({item["seq"] for item in arrived}) > 1  # several segments, stored one after another
         requests_made = [r for r in server.request_log() if r["path"] == "/api/ingest/"]
         assert len(requests_made) >= 4  # the segments really went in several requests
-    finally:
-        t.shutdown()
