@@ -37,3 +37,20 @@ def own_tracker(server: Any, **options: Any) -> Iterator[Any]:
         yield tracker
     finally:
         tracker.shutdown()
+
+
+def tracker_into_memory() -> tuple[Any, Any]:
+    """A ``ConversationTracker`` on an app's SDK provider whose finished spans stay in memory (nothing is shipped),
+    and that in-memory exporter: spans to hand to an exporter under test."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from agentsight_otel import ConversationTracker
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracker = ConversationTracker()
+    tracker.configure(tracer_provider=provider)
+    return tracker, memory

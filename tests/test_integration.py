@@ -12,15 +12,14 @@ import time
 import pytest
 import requests
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 
 from agentsight_otel import AgentSightSpanExporter, ConversationTracker
 from agentsight_otel import processor as processor_module
 from agentsight_otel.localserver import Faults, LocalServer
 from agentsight_otel.outcomes import Outcome, OutcomeLedger
 
-from .helpers import own_tracker, run_in_threads, wait_until
+from .helpers import own_tracker, run_in_threads, tracker_into_memory, wait_until
 
 
 def _expected_item(kind, rng, n):
@@ -229,11 +228,7 @@ def test_initialize_conversation_registers_without_marking_used(tracker, api):
 
 
 def test_exporter_in_an_app_pipeline_is_idempotent_on_resend(server):
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    t = ConversationTracker()
-    t.configure(tracer_provider=provider)
+    t, memory = tracker_into_memory()
     t.get_or_create_conversation("dup-1")
     t.track_human_message("once")
     t.track_agent_message("only once")
@@ -251,11 +246,7 @@ def test_exporter_in_an_app_pipeline_is_idempotent_on_resend(server):
 
 def test_the_exporter_keeps_only_the_outcomes_someone_waits_for(server):
     # An app's pipeline exports spans nobody will ask about; their verdicts must not pile up in the ledger.
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    t = ConversationTracker()
-    t.configure(tracer_provider=provider)
+    t, memory = tracker_into_memory()
     for c in range(3):
         t.track_human_message(f"q{c}", conversation_id=f"kept-{c}")
         t.send_tracked_data(conversation_id=f"kept-{c}")
@@ -292,11 +283,7 @@ def test_an_expected_outcome_is_kept_however_many_conversations_opened_since():
 def test_a_block_the_server_refuses_does_not_sink_the_others(caplog):
     # This server knows only "production": a "development" conversation is refused by the server itself.
     with LocalServer(environments=("production",)) as srv:
-        memory = InMemorySpanExporter()
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(memory))
-        t = ConversationTracker()
-        t.configure(tracer_provider=provider)
+        t, memory = tracker_into_memory()
         exporter = AgentSightSpanExporter(api_key=srv.api_key, endpoint=srv.url)
         t.get_or_create_conversation("good", environment="production")
         t.track_human_message("fine")
@@ -339,11 +326,7 @@ def test_export_after_shutdown_fails_without_io(server):
     exporter = AgentSightSpanExporter(api_key=server.api_key, endpoint=server.url)
     exporter.shutdown()
     before = len(server.request_log())
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    t = ConversationTracker()
-    t.configure(tracer_provider=provider)
+    t, memory = tracker_into_memory()
     t.track_human_message("late", conversation_id="late-1")
     t.send_tracked_data(conversation_id="late-1")
     assert exporter.export(memory.get_finished_spans()) is SpanExportResult.FAILURE
