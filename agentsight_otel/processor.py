@@ -134,13 +134,21 @@ class TrackerSpanProcessor(SpanProcessor):
         return batch, traces
 
     def _ensure_worker(self) -> None:
-        self._workers = [w for w in self._workers if w.is_alive()]
+        # Called for every queued span, so no liveness poll here: a worker that ends takes itself off the list.
         while len(self._workers) < WORKERS:
             worker = threading.Thread(target=self._work, name="agentsight-tracker-export", daemon=True)
             self._workers.append(worker)
             worker.start()
 
     def _work(self) -> None:
+        try:
+            self._serve()
+        finally:
+            with self._cond:
+                if threading.current_thread() in self._workers:
+                    self._workers.remove(threading.current_thread())
+
+    def _serve(self) -> None:
         while True:
             with self._cond:
                 while not self._queue and not self._closed:
@@ -207,7 +215,8 @@ class TrackerSpanProcessor(SpanProcessor):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            workers = list(self._workers)  # they take themselves off the list as they end
         deadline = time.monotonic() + 2  # bounded: at exit, what a worker has not finished stays spooled or is retried
-        for worker in self._workers:
+        for worker in workers:
             if worker is not threading.current_thread():
                 worker.join(max(deadline - time.monotonic(), 0))
