@@ -27,9 +27,11 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.sdk.environment_variables import OTEL_SDK_DISABLED
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from . import semconv as sc
@@ -383,7 +385,10 @@ class ConversationTracker:
                         max_attribute_length=SpanLimits.UNSET,
                         max_span_attribute_length=SpanLimits.UNSET,
                     )
+                    # Always on: a conversation is a record, not a sample. OTEL_TRACES_SAMPLER is meant for the
+                    # app's own traces; taken here, a ratio sampler would drop whole conversations.
                     provider = TracerProvider(
+                        sampler=ALWAYS_ON,
                         resource=Resource.create({"telemetry.sdk.name": "agentsight-otel"}),
                         span_limits=limits,
                         shutdown_on_exit=False,
@@ -483,7 +488,7 @@ class ConversationTracker:
             span = self._start_span(bucket.conversation_id, bucket.fields, start_ns)
             if not span.is_recording() and not self._warned_not_recording:
                 self._warned_not_recording = True
-                logger.warning("the configured TracerProvider does not record the tracker's spans; nothing is sent")
+                self._warn_not_recording()
             ctx = span.get_span_context()
             ledger.expect(ctx.trace_id, ctx.span_id)  # a waiting send reports what AgentSight said for it
             bucket.span = span
@@ -492,6 +497,19 @@ class ConversationTracker:
             bucket.segment_keys.append(bucket.span_key)
             bucket.events_in_span = 0
         return bucket.span, finished
+
+    def _warn_not_recording(self) -> None:
+        if self._own_provider:  # always sampled: only the SDK's own switch turns it off
+            logger.warning(
+                "%s=true turns the OpenTelemetry SDK off, the tracker's own pipeline included; nothing is sent to "
+                "AgentSight",
+                OTEL_SDK_DISABLED,
+            )
+        else:
+            logger.warning(
+                "the configured TracerProvider does not record the tracker's spans (its sampler drops them, or the "
+                "SDK is disabled); nothing is sent for them"
+            )
 
     def _add(
         self,

@@ -485,16 +485,45 @@ def test_own_provider_ignores_sdk_length_limits_and_the_wire_marks_the_cut(track
     assert api.get(f"/api/conversations/{pk}/")["environment"] == "development"  # a span attribute, not cut either
 
 
-def test_own_provider_that_samples_nothing_records_nothing_and_never_raises(server, monkeypatch, caplog):
+def test_own_provider_records_every_conversation_whatever_sampler_the_app_configures(server, api, monkeypatch):
+    # OTEL_TRACES_SAMPLER is for the app's traces: a ratio sampler taken by the tracker would drop whole transcripts.
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
     with own_tracker(server) as t:
+        t.get_or_create_conversation("sampled-anyway-1")
+        t.track_human_message("hello")
+        t.track_action("lookup", tools_used={"id": 1})
+        report = t.send_tracked_data()
+    assert all(item["success"] for item in report["items"]), report
+    assert [i["content"] for i in api.transcript("sampled-anyway-1")["items"] if i.get("content")][0] == "hello"
+
+
+def test_sdk_switched_off_by_environment_is_named_and_never_raises(server, monkeypatch, caplog):
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    with own_tracker(server) as t:
+        with caplog.at_level(logging.WARNING, logger="agentsight_otel"):
+            t.get_or_create_conversation("sdk-off-1")
+            t.track_human_message("hello")
+            report = t.send_tracked_data()
+        assert "OTEL_SDK_DISABLED=true" in caplog.text
+        assert not any(item["success"] for item in report["items"])
+    assert server.api_key not in caplog.text
+
+
+def test_app_provider_that_samples_nothing_is_reported_and_never_raises(caplog):
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    t = ConversationTracker()
+    t.configure(tracer_provider=TracerProvider(sampler=ALWAYS_OFF))
+    try:
         with caplog.at_level(logging.WARNING, logger="agentsight_otel"):
             t.get_or_create_conversation("unsampled-1")
             t.track_human_message("hello")
             t.track_action("lookup", tools_used={"id": 1})
-            report = t.send_tracked_data()
-        assert "does not record" in caplog.text
+            report = t.send_tracked_data(timeout=1)
+        assert "does not record the tracker's spans" in caplog.text
         assert not any(item["success"] for item in report["items"])
+    finally:
+        t.shutdown()
 
 
 def test_own_provider_events_encode_like_sdk_events(tracker):
