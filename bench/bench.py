@@ -35,7 +35,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
@@ -62,6 +62,7 @@ FULL = {
     "export_conversations": 512,  # one full export call (EXPORT_CHUNK spans) at 1x
     "export_reps": 7,
     "e2e_conversations": 1000,
+    "e2e_runs": 3,  # runs of the 1x end to end (half a second each); the 10x run is long enough on its own
     "bridge_spans": 10_000,
     "memory_items": MEMORY_ITEMS,
     "memory_budget": 180.0,
@@ -72,6 +73,7 @@ QUICK = {
     "export_conversations": 512,
     "export_reps": 3,
     "e2e_conversations": 200,
+    "e2e_runs": 1,
     "bridge_spans": 4_000,
     "memory_items": 100_000,
     "memory_budget": 60.0,
@@ -1248,30 +1250,16 @@ def section_e2e(run: Run, rows: list[dict[str, Any]], details: list[str], growth
         "CPU s: client / server | client RSS before → peak | server peak RSS |"
     )
     details.append("|---|---|---|---|---|---|---|---|---|---|")
+    all_runs: list[str] = []
     for scale in (1, 10):
-        key = generate_key()
-        server = run.start_server(key)
-        try:
-            conversations = run.sizes["e2e_conversations"] * scale
-            server_cpu = server.cpu_seconds()
-            res = run.worker(
-                "e2e",
-                {
-                    "url": server.url,
-                    "key": key,
-                    "conversations": conversations,
-                    "threads": run.args.threads,
-                    "timeout": run.worker_timeout - 60,
-                    "wait": run.args.e2e_wait,
-                },
-            )
-            server_cpu = server.cpu_seconds() - server_cpu  # the client's start-up and warm-up included
-            expected = res["items"] + res["warmup_items"]
-            stored_conv, stored, per_type, waited = wait_for_count(server.url, key, expected, 10)
-        finally:
-            server_peak = server.stop()
-        lost = expected - stored
-        ok = res["items_per_s"] >= E2E_MIN_ITEMS_PER_S and lost == 0 and res["failed_items"] == 0
+        conversations = int(run.sizes["e2e_conversations"]) * scale
+        runs = [e2e_run(run, conversations) for _ in range(int(run.sizes["e2e_runs"]) if scale == 1 else 1)]
+        # The median run by rate stands for the scale: one short run on a shared VM swings by ±15%.
+        median = sorted(runs, key=lambda r: r.client["items_per_s"])[len(runs) // 2]
+        res, expected, stored = median.client, median.expected, median.stored
+        lost = max(r.expected - r.stored for r in runs)  # every run must deliver everything
+        failed = max(r.client["failed_items"] for r in runs)
+        ok = res["items_per_s"] >= E2E_MIN_ITEMS_PER_S and lost == 0 and failed == 0
         growth[f"e2e-{scale}"] = {
             "cost": 1e6 / res["items_per_s"],
             "rss": res["peak_rss_kib"],
@@ -1291,14 +1279,61 @@ def section_e2e(run: Run, rows: list[dict[str, Any]], details: list[str], growth
         )
         details.append(
             f"| {scale}× | {fmt_int(conversations)} (+1 warm-up) | {fmt_int(expected)} | {fmt_int(stored)} "
-            f"({stored_conv} conversations{f', {waited:.0f} s after the run' if waited else ''}) | "
+            f"({median.stored_conversations} conversations"
+            f"{f', {median.waited_s:.0f} s after the run' if median.waited_s else ''}) | "
             f"{res['failed_items']} | {res['elapsed_s']:.2f} | {fmt_int(res['items_per_s'])} | "
-            f"{res['cpu_s']:.1f} / {server_cpu:.1f} | "
-            f"{mib(res['rss_before_kib'])} → {mib(res['peak_rss_kib'])} | {mib(server_peak)} |"
+            f"{res['cpu_s']:.1f} / {median.server_cpu_s:.1f} | "
+            f"{mib(res['rss_before_kib'])} → {mib(res['peak_rss_kib'])} | {mib(median.server_peak_kib)} |"
         )
-        if res["errors"]:
-            details.append(f"\nErrors in tracker threads: {res['errors']}\n")
-    details.append(f"\nStored per type (10×): {per_type}\n")
+        if len(runs) > 1:
+            rates = ", ".join(fmt_int(r.client["items_per_s"]) for r in runs)
+            all_runs.append(f"{scale}×: {rates} items/s")
+        for r in runs:
+            if r.client["errors"]:
+                details.append(f"\nErrors in tracker threads: {r.client['errors']}\n")
+    details.append(f"\nStored per type (10×): {median.per_type}\n")
+    if all_runs:
+        details.append(
+            "Rates of every run (each with a fresh client and server; the table shows the median one): "
+            + "; ".join(all_runs)
+            + "\n"
+        )
+
+
+class E2ERun(NamedTuple):
+    client: dict[str, Any]  # what the client worker reported
+    server_cpu_s: float
+    expected: int  # items tracked, warm-up included
+    stored_conversations: int
+    stored: int
+    per_type: dict[str, int]
+    waited_s: float  # how long after the run the stored count took to reach ``expected``
+    server_peak_kib: int | None
+
+
+def e2e_run(run: Run, conversations: int) -> E2ERun:
+    """One end-to-end run: a fresh client process tracking ``conversations`` into a fresh local server."""
+    key = generate_key()
+    server = run.start_server(key)
+    try:
+        server_cpu = server.cpu_seconds()
+        res = run.worker(
+            "e2e",
+            {
+                "url": server.url,
+                "key": key,
+                "conversations": conversations,
+                "threads": run.args.threads,
+                "timeout": run.worker_timeout - 60,
+                "wait": run.args.e2e_wait,
+            },
+        )
+        server_cpu = server.cpu_seconds() - server_cpu  # the client's start-up and warm-up included
+        expected = res["items"] + res["warmup_items"]
+        stored_conv, stored, per_type, waited = wait_for_count(server.url, key, expected, 10)
+    finally:
+        server_peak = server.stop()
+    return E2ERun(res, server_cpu, expected, stored_conv, stored, per_type, waited, server_peak)
 
 
 def section_bridge(run: Run, rows: list[dict[str, Any]], details: list[str], growth: dict[str, Any]) -> None:
