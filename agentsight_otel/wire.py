@@ -48,7 +48,6 @@ BLOCK_KEYS = (
     "metadata",
     "spans",
 )
-MAX_CHECKED_CONVERSATIONS = 1024
 _STRING_FIELDS = ("customer_id", "device", "source", "language", "name")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -164,10 +163,6 @@ class BlockRules:
         self._default_environment = default_environment
         self._warned: set[str] = set()
         self._lock = threading.Lock()
-        # A conversation's checked fields and span attributes, by its raw fields: each export block of a
-        # conversation would otherwise re-check (and re-parse the metadata of) the same values. Cleared when the
-        # known environments change, since the environment check depends on them.
-        self._checked: dict[Conversation, tuple[dict[str, Any], dict[str, Any]]] = {}
 
     def learn_environments(self, slugs: Iterable[str]) -> None:
         """Add slugs the server reported (``/api/me/``); the set only grows."""
@@ -175,7 +170,6 @@ class BlockRules:
             learned = {str(s).strip().lower() for s in slugs if isinstance(s, str) and s.strip()}
             if not learned <= self._known:
                 self._known = self._known | learned
-                self._checked = {}
 
     def _warn_once(self, what: str, message: str, *args: Any) -> None:
         with self._lock:
@@ -224,18 +218,6 @@ class BlockRules:
             return parsed if isinstance(parsed, dict) else None
         self._warn_once("metadata", "conversation metadata is not a JSON object; it was left out")
         return None
-
-    def checked(self, conversation: Conversation) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The block's conversation fields (a copy the caller may extend) and the span attributes they become."""
-        checked = self._checked
-        found = checked.get(conversation)
-        if found is None:
-            fields = self.conversation_fields(conversation)
-            found = (fields, _conversation_attributes(fields))
-            if len(checked) >= MAX_CHECKED_CONVERSATIONS:
-                checked.clear()
-            checked[conversation] = found
-        return found[0].copy(), found[1]
 
     def conversation_fields(self, conversation: Conversation) -> dict[str, Any]:
         """The block's conversation fields, each valid on its own."""
@@ -505,10 +487,10 @@ def _span_start(span: dict[str, Any]) -> tuple[str, str]:
 
 def encode_block(batch: ConversationBatch, rules: BlockRules) -> Block:
     """One conversation's records as an ingest block: turns of messages, and a span per other record."""
-    fields, conversation_attrs = rules.checked(batch.conversation)
+    fields = rules.conversation_fields(batch.conversation)
     first_key = batch.records[0].key if batch.records else RecordKey(0, 0)
     envelope = _otel_envelope(batch.resource)
-    builder = _SpanBuilder(f"{first_key.trace_id:032x}", conversation_attrs, envelope.encoded)
+    builder = _SpanBuilder(f"{first_key.trace_id:032x}", _conversation_attributes(fields), envelope.encoded)
     spans: list[dict[str, Any]] = []
     turns: list[_Turn] = []
     turn: _Turn | None = None

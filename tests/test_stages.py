@@ -222,19 +222,6 @@ def test_environment_aliases_learned_slugs_and_default():
     assert rules.environment("Staging ") == "staging"
 
 
-def test_checked_fields_are_remembered_per_conversation_until_new_environments_are_learned():
-    rules = BlockRules(default_environment="prod")
-    conversation = Conversation("c", environment="staging", metadata='{"plan": "pro"}')
-    fields, attrs = rules.checked(conversation)
-    assert fields["environment"] == "production" and attrs["agentsight.conversation.environment"] == "production"
-    fields["spans"] = []  # the caller's copy: the next block starts from the checked fields alone
-    assert "spans" not in rules.checked(conversation)[0]
-    rules.learn_environments(["staging"])
-    fields, attrs = rules.checked(conversation)
-    assert fields["environment"] == "staging" and attrs["agentsight.conversation.environment"] == "staging"
-    assert fields["metadata"] == {"plan": "pro"}
-
-
 def test_ipv6_and_metadata_object_pass_through():
     rules = BlockRules()
     fields = rules.conversation_fields(Conversation("c", customer_ip="::1", metadata='{"plan": "pro"}'))
