@@ -61,6 +61,7 @@ class TrackerSpanProcessor(SpanProcessor):
         self._queued_events = 0
         self._in_flight: set[int] = set()  # trace ids the worker is exporting right now
         self._workers: list[threading.Thread] = []
+        self._warned_no_thread = False
         self._closed = False
 
     def export_now(self, trace_id: int, span_id: int) -> None:
@@ -138,7 +139,14 @@ class TrackerSpanProcessor(SpanProcessor):
         while len(self._workers) < WORKERS:
             worker = threading.Thread(target=self._work, name="agentsight-tracker-export", daemon=True)
             self._workers.append(worker)
-            worker.start()
+            try:
+                worker.start()
+            except RuntimeError:  # no thread to be had now: the span stays queued for a later span or a flush
+                self._workers.remove(worker)
+                if not self._warned_no_thread:
+                    self._warned_no_thread = True
+                    logger.warning("could not start an export thread; queued conversations wait for the next try")
+                return
 
     def _work(self) -> None:
         try:

@@ -547,6 +547,37 @@ def test_own_provider_events_encode_like_sdk_events(tracker):
     assert {kv.key for kv in encoded.attributes} == set(ours.attributes)
 
 
+def test_an_export_thread_that_cannot_start_loses_nothing_and_is_tried_again(server, api, monkeypatch, caplog):
+    failures = [2]  # the first two starts fail, as when the process is out of threads
+
+    class FlakyThread(threading.Thread):
+        def start(self):
+            if failures[0] > 0:
+                failures[0] -= 1
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    class Threading:  # the threading module as the processor sees it, with that Thread
+        Thread = FlakyThread
+
+        def __getattr__(self, name):
+            return getattr(threading, name)
+
+    monkeypatch.setattr(processor_module, "threading", Threading())
+    with caplog.at_level(logging.WARNING, logger="agentsight_otel"):
+        with own_tracker(server) as t:
+            for i in range(3):
+                with t.conversation(f"flaky-{i}"):
+                    t.track_human_message(f"hello {i}")
+                    t.send_tracked_data(wait=False)
+            t.flush(timeout=10)
+    assert failures == [0]
+    for i in range(3):
+        assert [m["content"] for m in api.transcript(f"flaky-{i}")["items"]] == [f"hello {i}"]
+    assert "could not start an export thread" in caplog.text
+    assert "shutdown failed" not in caplog.text
+
+
 def test_a_full_queue_waits_for_a_busy_but_healthy_server_instead_of_spilling(server, monkeypatch):
     # A queue of about two conversations, a server that takes 50 ms per request: the senders outpace delivery, and
     # every conversation must still go over the network, not through the spool.
