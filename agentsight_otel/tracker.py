@@ -546,7 +546,7 @@ class ConversationTracker:
             finished.end()
 
     def _put_event(self, span: Any, name: str, attributes: dict[str, Any], ts: int) -> None:
-        if self._direct_events and _is_sdk_span(span):  # a sampler may hand out non-recording spans
+        if self._direct_events and _is_sdk_span(span):  # not under an app's sampler or OTEL_SDK_DISABLED
             span._add_event(Event(name, _EventAttributes(attributes), ts))
         else:
             span.add_event(name, attributes, timestamp=ts)
