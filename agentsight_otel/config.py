@@ -58,6 +58,20 @@ def mask_key(key: str | None) -> str:
     return f"ags_…{key[-4:]}" if len(key) > 8 else "<hidden>"
 
 
+_KEY_IN_TEXT = re.compile(r"ags_[a-f0-9]{32}_[a-f0-9]{6}", re.IGNORECASE)
+
+
+def redact_keys(text: str) -> str:
+    """Text from elsewhere (a server's error body) with every AgentSight-shaped key in it masked.
+
+    A misconfigured proxy or server may echo the request's ``Authorization`` header back; what it says ends up in
+    logs, reports and the spool's dead letters, where the key must not.
+    """
+    if "ags_" not in text and "AGS_" not in text.upper():
+        return text
+    return _KEY_IN_TEXT.sub(lambda found: mask_key(found.group(0)), text)
+
+
 def check_api_key(key: str | None) -> str | None:
     """Return the key if it has AgentSight's shape, ``None`` if blank; raise if it is malformed.
 

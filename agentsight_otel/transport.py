@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import random
+import re
 import threading
 import time
 import zlib
@@ -17,7 +18,7 @@ from typing import Any
 
 import requests
 
-from .config import Settings
+from .config import Settings, redact_keys
 from .jsondoc import dumps, loads
 from .version import SDK_NAME, __version__
 
@@ -30,6 +31,7 @@ GZIP_MIN_BYTES = 8 * 1024
 GZIP_LEVEL = 1  # conversation JSON compresses ~10x even at level 1, at a fraction of level 6's CPU
 PREFLIGHT_TIMEOUT_S = 5.0
 PREFLIGHT_RETRY_S = 60.0
+_KEY_MARK = re.compile(rb"ags_", re.IGNORECASE)  # a cheap first look before decoding a reply to redact it
 
 
 def parse_retry_after(value: str | None, cap: float = RETRY_AFTER_CAP_S) -> float | None:
@@ -315,10 +317,14 @@ class Transport:
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
-            return Reply(None, error=f"{type(exc).__name__}: {exc}")
-        text = response.text if response.content else ""
+            return Reply(None, error=redact_keys(f"{type(exc).__name__}: {exc}"))
+        content = response.content
+        text = response.text if content else ""
+        if _KEY_MARK.search(content):  # the server echoed a key: nothing it said may carry it further
+            text = redact_keys(text)
+            content = text.encode()
         try:
-            parsed = loads(response.content) if response.content else None
+            parsed = loads(content) if content else None
         except ValueError:
             parsed = None
         retry_after = parse_retry_after(response.headers.get("Retry-After"))

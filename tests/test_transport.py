@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -127,6 +128,26 @@ def test_requests_carry_the_documented_headers_and_the_key_stays_out_of_reprs(sc
     assert headers["Accept"] == "application/json" and headers["Content-Type"] == "application/json"
     assert headers["User-Agent"].startswith("agentsight-otel/")
     assert KEY not in repr(t)
+
+
+def test_a_server_that_echoes_the_key_never_gets_it_into_replies_or_logs(scripted, caplog):
+    # A misconfigured proxy quoting the Authorization header back: its text reaches logs, reports and dead letters.
+    echo = f"Invalid API key: Api-Key {KEY}".encode()
+    srv = scripted(
+        (401, {}, b'{"detail": "' + echo + b'"}'),  # /api/me/
+        (400, {}, b'{"conversations": [{"index": 0, "errors": {"key": ["' + KEY.upper().encode() + b'"]}}]}'),
+        (500, {"Content-Type": "text/plain"}, echo),
+    )
+    t = _transport(srv.url)
+    with caplog.at_level(logging.DEBUG, logger="agentsight_otel"):
+        t.wait_for_server_info(5)
+        rejected = t.post_json("/api/ingest/", {"x": 1})
+        failed = t.request("POST", "/api/ingest/", body=b"{}", attempts=1)
+    for reply in (rejected, failed):
+        seen = f"{reply.describe()} {reply.text} {reply.body}"
+        assert KEY not in seen and KEY.upper() not in seen, seen
+    assert "ags_…b2c3" in failed.describe() and "ags_…B2C3" in rejected.text
+    assert "rejected the API key" in caplog.text and KEY not in caplog.text
 
 
 def test_server_info_learns_capabilities_once(scripted):
