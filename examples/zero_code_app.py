@@ -1,7 +1,10 @@
 """An app already instrumented with OpenTelemetry GenAI spans, shipped to AgentSight with no code change.
 
     pip install 'agentsight-otel[zero-code]'
-    OTEL_TRACES_EXPORTER=agentsight opentelemetry-instrument python examples/zero_code_app.py
+    OTEL_TRACES_EXPORTER=agentsight OTEL_METRICS_EXPORTER=none OTEL_LOGS_EXPORTER=none \
+        opentelemetry-instrument python examples/zero_code_app.py
+
+(`opentelemetry-distro` defaults metrics and logs to an OTLP exporter it does not install; hence the two `none`.)
 
 `opentelemetry-instrument` builds the SDK and, through the `opentelemetry_traces_exporter` entry point
 `agentsight`, an `AgentSightSpanExporter` configured from the environment (AGENTSIGHT_API_KEY,
