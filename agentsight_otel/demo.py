@@ -7,12 +7,16 @@ there, and prints the transcript as the server stored it; with a key it ships to
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any, Callable
 
-from .config import resolve_settings
+from .config import ENV_SPOOL_DIR, resolve_settings
 from .tracker import ConversationTracker
 
 INVOICE = b"%PDF-1.4\n% demo invoice for order 1042\n"
@@ -92,22 +96,45 @@ def _summary_line(result: dict[str, Any]) -> str:
     return line
 
 
-def _configured_key() -> str | None:
-    """The key from the environment or a ``.env`` file; a malformed one counts as none (the demo goes local)."""
+@contextlib.contextmanager
+def _spool_in(directory: str | None) -> Iterator[None]:
+    """``AGENTSIGHT_SPOOL_DIR`` set to ``directory`` for the block (unchanged when ``None``)."""
+    if directory is None:
+        yield
+        return
+    before = os.environ.get(ENV_SPOOL_DIR)
+    os.environ[ENV_SPOOL_DIR] = directory
     try:
-        return resolve_settings().api_key
-    except ValueError:
-        return None
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV_SPOOL_DIR, None)
+        else:
+            os.environ[ENV_SPOOL_DIR] = before
 
 
 def run(print_: Callable[[str], None] = print, keep_serving: bool = False) -> int:
-    """Run the demo; returns a process exit code (0 when every item was delivered)."""
+    """Run the demo; returns a process exit code (0 when every item was delivered, 2 for a malformed key)."""
+    try:
+        key = resolve_settings().api_key  # from the environment or a .env file
+    except ValueError as exc:  # a set but malformed key: going local instead would hide it
+        print_(f"AGENTSIGHT_API_KEY is set but unusable: {exc}. Fix it, or unset it to run against a local server.")
+        return 2
+    if key:
+        return _run(print_, keep_serving, None)
+    # A local server lives as long as the demo: what it could not take would wait in a spool for a port that is
+    # gone, so that spool is temporary rather than in the user's state directory.
+    with tempfile.TemporaryDirectory(prefix="agentsight-demo-") as spool, _spool_in(spool):
+        return _run(print_, keep_serving, spool)
+
+
+def _run(print_: Callable[[str], None], keep_serving: bool, local_spool: str | None) -> int:
     from .localserver import LocalServer
 
     conversation_id = f"demo-{uuid.uuid4().hex[:8]}"
     tracker = ConversationTracker()
     server: LocalServer | None = None
-    if not _configured_key():
+    if local_spool is not None:
         server = LocalServer().start()
         tracker.configure(api_key=server.api_key, endpoint=server.url)
         print_(f"No AGENTSIGHT_API_KEY set: shipping to a local AgentSight-compatible server at {server.url}")

@@ -1017,7 +1017,13 @@ class ConversationTracker:
     def _at_exit(self) -> None:
         """At interpreter exit: exports share the exporter's short exit budget; the rest stays in the spool."""
         try:
-            self._exporter_for_export().begin_exit()
+            # An exporter is made now only for data still to hand over: after shutdown(), or with nothing tracked,
+            # making one would open a spool (and start its threads) just to close it again.
+            exporter = self._exporter
+            if exporter is None and self._buckets:
+                exporter = self._exporter_for_export()
+            if exporter is not None:
+                exporter.begin_exit()
         except Exception:  # noqa: BLE001 - runs at exit; must not raise
             logger.debug("could not prepare the exporter for exit", exc_info=True)
         self.shutdown()

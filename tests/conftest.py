@@ -11,11 +11,16 @@ from agentsight_otel.localserver import LocalServer
 
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path, monkeypatch):
-    """Every test gets its own spool directory and no AgentSight settings from the developer's shell."""
+    """Every test gets its own spool directory and no AgentSight settings from the developer's shell.
+
+    The state directory is the test's too: programs a test starts without the ``AGENTSIGHT_*`` variables fall back
+    to the default spool folder, which must not be the developer's own.
+    """
     for name in list(__import__("os").environ):
         if name.startswith("AGENTSIGHT_") and name != "AGENTSIGHT_DISABLE_ORJSON":
             monkeypatch.delenv(name)
     monkeypatch.setenv("AGENTSIGHT_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
 
 
 @pytest.fixture

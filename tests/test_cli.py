@@ -20,13 +20,27 @@ def _env(**extra):
 
 
 def test_demo_without_a_key_ships_to_a_local_server_and_prints_the_stored_transcript(tmp_path):
-    out = subprocess.run(CLI + ["demo"], capture_output=True, text=True, timeout=120, env=_env(), cwd=tmp_path)
+    state = tmp_path / "state"
+    env = _env(XDG_STATE_HOME=str(state))
+    out = subprocess.run(CLI + ["demo"], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
+    # The local server's port is gone after the demo: no spool for it is left in the user's state directory.
+    assert not list(state.rglob("*")), list(state.rglob("*"))
     lines = out.stdout.splitlines()
     assert "errors': 0" in out.stdout
     kinds = [line.split()[1] for line in lines if re.match(r"^  \d\d:\d\d:\d\d\.\d{3}  ", line)]
     assert kinds == ["user", "action", "tokens", "agent", "button", "files", "agent"]
     assert "invoice-1042.pdf" in out.stdout and "gpt-4o-mini: 182 in / 41 out" in out.stdout
+
+
+def test_demo_with_a_malformed_key_says_so_instead_of_going_local(tmp_path):
+    bad = "ags_SECRETPARTxyz"
+    out = subprocess.run(
+        CLI + ["demo"], capture_output=True, text=True, timeout=60, env=_env(AGENTSIGHT_API_KEY=bad), cwd=tmp_path
+    )
+    assert out.returncode == 2
+    assert "AGENTSIGHT_API_KEY is set but unusable" in out.stdout and "local AgentSight" not in out.stdout
+    assert "SECRETPART" not in out.stdout + out.stderr
 
 
 def test_serve_answers_on_loopback_and_prints_how_to_connect(tmp_path):
