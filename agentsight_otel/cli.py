@@ -358,7 +358,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ValueError as exc:  # a setting from the environment or a .env file that cannot be used (key, endpoint)
+        if args.verbose:
+            raise
+        print(f"agentsight-otel {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

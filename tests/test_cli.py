@@ -43,6 +43,15 @@ def test_demo_with_a_malformed_key_says_so_instead_of_going_local(tmp_path):
     assert "SECRETPART" not in out.stdout + out.stderr
 
 
+def test_spool_commands_name_an_unusable_key_without_a_traceback(tmp_path):
+    env = _env(AGENTSIGHT_API_KEY="ags_SECRETPARTxyz", AGENTSIGHT_SPOOL_DIR=str(tmp_path))
+    for action in (["replay"], ["discard", "--yes"]):
+        out = subprocess.run(CLI + ["spool", *action], capture_output=True, text=True, timeout=60, env=env)
+        assert out.returncode == 2, out
+        assert "API key does not have the AgentSight shape" in out.stderr and "Traceback" not in out.stderr
+        assert "SECRETPART" not in out.stdout + out.stderr
+
+
 def test_serve_answers_on_loopback_and_prints_how_to_connect(tmp_path):
     db = tmp_path / "local.db"
     proc = subprocess.Popen(
