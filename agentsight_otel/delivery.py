@@ -79,6 +79,9 @@ class DeliveryStats:
             return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
 
 
+_UNREACHABLE_EARLIER = "AgentSight unreachable earlier; queued until it answers again"
+
+
 def ingest_body(units: Sequence[Unit]) -> bytes:
     """The ``/api/ingest/`` body for these blocks, assembled from their already-encoded bytes.
 
@@ -179,6 +182,7 @@ class Delivery:
         self._key_hint = key_hint
         self.stats = DeliveryStats()
         self._outage = False
+        self._outage_reason = _UNREACHABLE_EARLIER  # what new data is told while the outage lasts
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._replayer: threading.Thread | None = None
@@ -228,7 +232,7 @@ class Delivery:
         # While AgentSight is down, new data goes straight to the spool (the replayer probes); with no spool,
         # there is nothing to replay, so every export tries the network itself.
         if (self._outage and self._spool is not None) or self._stop.is_set():
-            self._to_spool(list(units), "AgentSight unreachable earlier; queued until it answers again", result)
+            self._to_spool(list(units), self._outage_reason, result)
             return result.outcomes
         # Older data of a conversation is still in the spool: new data queues behind it, to keep order.
         behind = [u for u in units if u.conversation_id in waiting]
@@ -437,6 +441,11 @@ class Delivery:
         # the replayer gets through. A lone 500 only sends this data to the spool.
         if reply.status is None or reply.status in RETRYABLE_STATUSES or reply.status in (401, 403):
             self._outage = True
+            self._outage_reason = (
+                f"AgentSight rejected the API key ({self._key_hint}) earlier; queued until a valid key is set"
+                if reply.status in (401, 403)
+                else _UNREACHABLE_EARLIER
+            )
         message = self._describe(reply)
         replayed = [u for u in units if u.entry_id is not None]
         if replayed and self._spool is not None:
@@ -488,7 +497,8 @@ class Delivery:
                     self._spool.bury(u.kind, u.conversation_id, u.body, status, reason, u.entry_id)
                 except Exception:  # noqa: BLE001
                     logger.exception("could not keep the refused block in the dead-letter store")
-            result.outcomes[id(u)] = Outcome(False, f"HTTP {status}: {reason}" if status else reason)
+            named = not status or f"HTTP {status}" in reason  # a server's reply already names its status
+            result.outcomes[id(u)] = Outcome(False, reason if named else f"HTTP {status}: {reason}")
 
     # -- replay --------------------------------------------------------------------------------------------
 

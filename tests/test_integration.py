@@ -179,6 +179,11 @@ def test_rejected_key_is_reported_clearly_and_never_printed(server, caplog):
     assert "rejected the API key" in item["error"] and "403" in item["error"]
     assert stranger not in repr(result) and stranger not in caplog.text
     assert "rejected the API key" in caplog.text
+    # Later sends go straight to the spool, and say why: the key, not an unreachable server.
+    t.track_human_message("again", conversation_id="k-1")
+    later = t.send_tracked_data(conversation_id="k-1")["items"][0]
+    assert later["success"] is False and later.get("spooled") is True
+    assert "rejected the API key" in later["error"] and "unreachable" not in later["error"], later
     assert server.transcript("k-1") is None
     t.shutdown()
 
@@ -424,7 +429,8 @@ def test_a_failed_upload_fails_only_the_item_with_files(server):
             ("attachments", False),
             ("answer", False),
         ]
-        assert "attachment upload refused" in report["items"][1]["error"]
+        error = report["items"][1]["error"]
+        assert "attachment upload refused" in error and error.count("HTTP 400") == 1, error
         assert [i["type"] for i in server.transcript("up-1")["items"]] == [
             "message",
             "attachments",
