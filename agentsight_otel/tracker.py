@@ -107,11 +107,19 @@ class _EventAttributes(dict):  # type: ignore[type-arg]
     __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _read_only  # type: ignore
 
 
+# Values that str() turns into text nobody meant: a repr of a container, b'...', True, or a rounded float.
+_NOT_TEXT = (dict, list, tuple, set, frozenset, bytes, bytearray, bool)
+
+
 def _conversation_id(value: Any) -> str:
     """The legacy rule: ``str(v or "").strip()`` must be non-empty (so None, "", whitespace and 0 fail).
 
-    AgentSight stores at most 255 characters; a longer id would be cut and could merge two conversations.
+    Strings, integers and objects meant to be printed (a UUID) are ids; containers, bytes, booleans and floats are
+    refused, since their text would be a different conversation than the caller meant. AgentSight stores at most
+    255 characters; a longer id would be cut and could merge two conversations.
     """
+    if isinstance(value, (*_NOT_TEXT, float)):
+        raise InvalidConversationDataException(f"conversation_id must be a string, got {type(value).__name__}")
     text = str(value or "").strip()
     if not text:
         raise MissingConversationIdException(f"conversation_id is required, got {value!r}")
@@ -124,7 +132,7 @@ def _required_text(value: Any, what: str, error: type[Exception] = InvalidConver
     """The legacy rule for required fields: ``str(v or "").strip()`` must be non-empty (0 and False fail)."""
     if type(value) is str and value and not value[0].isspace():
         return value  # the common case, checked cheaply
-    if isinstance(value, (dict, list, tuple, set, bytes)):
+    if isinstance(value, _NOT_TEXT):
         raise error(f"{what} must be a non-blank string, got {type(value).__name__}")
     text = str(value or "")
     if not text.strip():
@@ -136,7 +144,7 @@ def _optional_text(value: Any, what: str) -> str | None:
     """An optional string field; blank means not set (AgentSight refuses blank strings)."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if isinstance(value, (dict, list, tuple, set, bytes)):
+    if isinstance(value, _NOT_TEXT):
         raise InvalidConversationDataException(f"{what} must be a string, got {type(value).__name__}")
     return str(value)
 

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import threading
+import uuid
 
 import pytest
 
@@ -69,6 +70,26 @@ def test_blank_conversation_id_raises(t, bad):
 def test_numeric_conversation_id_is_accepted(t):
     t.get_or_create_conversation(123)
     assert t.get_conversation_id() == "123"
+    t.get_or_create_conversation(uuid.UUID(int=7))
+    assert t.get_conversation_id() == "00000000-0000-0000-0000-000000000007"
+
+
+@pytest.mark.parametrize("bad", [["x", 1], {"a": 1}, ("x",), b"x", True, False, 1.5])
+def test_conversation_ids_whose_text_would_be_a_repr_are_refused(t, bad):
+    with pytest.raises(InvalidConversationDataException, match="conversation_id must be a string"):
+        t.get_or_create_conversation(bad)
+    with pytest.raises(InvalidConversationDataException):
+        t.track_human_message("hi", conversation_id=bad)
+    assert t.get_conversation_id() is None
+
+
+@pytest.mark.parametrize("bad", [True, b"hello", ["hello"]])
+def test_message_text_that_is_not_text_is_refused(t, bad):
+    t.get_or_create_conversation("c")
+    with pytest.raises(InvalidQuestionDataException):
+        t.track_human_message(bad)
+    with pytest.raises(InvalidAnswerDataException):
+        t.track_agent_message(bad)
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "\t", "\n", "\r\n", None])
