@@ -70,6 +70,7 @@ class AgentSightSpanExporter(SpanExporter):
         }
         explicit = any(v is not UNSET for v in options.values())
         self._config_error: str | None = None
+        self._said_not_configured = False
         try:
             self._settings = resolve_settings(log_level=log_level, **options)
         except ValueError as exc:
@@ -77,6 +78,7 @@ class AgentSightSpanExporter(SpanExporter):
                 raise
             # Built with no arguments (zero-code path): a bad environment must not crash the app at start-up.
             self._config_error = f"AgentSight exporter disabled: {exc}"
+            self._said_not_configured = True
             logger.error("%s", self._config_error)
             self._settings = Settings()
         apply_log_level(self._settings.log_level)
@@ -209,7 +211,10 @@ class AgentSightSpanExporter(SpanExporter):
         if self._delivery is None or self._transport is None:
             message = self._config_error or "AgentSight exporter is not configured"
             self._record(batches, Outcome(False, message))
-            logger.error("%s", message)
+            # Said once, at the first data it turns away: every send report carries it anyway.
+            if not self._said_not_configured:
+                self._said_not_configured = True
+                logger.error("%s", message)
             return SpanExportResult.FAILURE
         self._rules.learn_environments(self._transport.server_info().environments)
         units = self._units(batches)

@@ -167,6 +167,24 @@ def test_concurrent_asyncio_tasks_keep_conversations_apart(tracker, api):
         assert contents == [c for i in range(25) for c in (f"task {n} q{i}", f"task {n} a{i}")]
 
 
+def test_a_malformed_key_in_the_environment_is_logged_once_and_reported_on_every_send(monkeypatch, caplog):
+    monkeypatch.setenv("AGENTSIGHT_API_KEY", "ags_SECRETPARTxyz")
+    t = ConversationTracker()  # configured from the environment alone, as the module-level tracker is
+    try:
+        with caplog.at_level(logging.DEBUG, logger="agentsight_otel"):
+            reports = []
+            for text in ("hello", "again"):
+                t.track_human_message(text, conversation_id="bad-env-1")
+                reports.append(t.send_tracked_data(conversation_id="bad-env-1"))
+        said = [r for r in caplog.records if "exporter disabled" in r.getMessage()]
+        assert len(said) == 1 and "does not have the AgentSight shape" in said[0].getMessage()
+        for report in reports:
+            assert all(not i["success"] and "exporter disabled" in i["error"] for i in report["items"]), report
+        assert "SECRETPART" not in caplog.text
+    finally:
+        t.shutdown()
+
+
 def test_rejected_key_is_reported_clearly_and_never_printed(server, caplog):
     stranger = "ags_0123456789abcdef0123456789abcdef_abcdef"
     t = ConversationTracker()
