@@ -305,7 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "discard (delete; needs --yes)",
     )
     spool.add_argument(
-        "--dir", help="spool directory (default: AGENTSIGHT_SPOOL_DIR or ~/.local/state/agentsight-otel)"
+        "--dir",
+        help="spool directory (default: AGENTSIGHT_SPOOL_DIR, else $XDG_STATE_HOME/agentsight-otel, "
+        "else ~/.local/state/agentsight-otel)",
     )
     spool.add_argument("--endpoint", help="the AgentSight endpoint whose spool to use (default: all, or configured)")
     spool.add_argument("--dead", action="store_true", help="with discard: delete the dead letters instead")
