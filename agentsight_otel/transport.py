@@ -229,7 +229,7 @@ class Transport:
                     "key", f"the AgentSight API key ({self._settings.key_hint}) is read-only; ingest needs a write key"
                 )
             return info
-        if reply.status in (401, 403):
+        if reply.status in (401, 403) and not self._stop.is_set():  # a closed transport's key was already replaced
             self.report_once(
                 "key",
                 f"AgentSight rejected the API key ({self._settings.key_hint}) with HTTP {reply.status}: "

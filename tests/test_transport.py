@@ -32,7 +32,8 @@ class Scripted:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 outer.requests.append((self.command, self.path, dict(self.headers), body, time.monotonic()))
-                status, headers, payload = outer.script.pop(0) if outer.script else (200, {}, b"{}")
+                status, headers, payload, *delay = outer.script.pop(0) if outer.script else (200, {}, b"{}")
+                time.sleep(delay[0] if delay else 0)
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -148,6 +149,17 @@ def test_a_server_that_echoes_the_key_never_gets_it_into_replies_or_logs(scripte
         assert KEY not in seen and KEY.upper() not in seen, seen
     assert "ags_…b2c3" in failed.describe() and "ags_…B2C3" in rejected.text
     assert "rejected the API key" in caplog.text and KEY not in caplog.text
+
+
+def test_a_closed_transport_does_not_report_its_key_rejected_afterwards(scripted, caplog):
+    # configure() with a new key closes the old exporter; its preflight may still be waiting for an answer.
+    srv = scripted((401, {}, b'{"detail": "Invalid API key."}', 0.3))
+    t = _transport(srv.url)
+    with caplog.at_level(logging.DEBUG, logger="agentsight_otel"):
+        t.server_info()  # starts the preflight
+        t.close()
+        t.wait_for_server_info(5)
+    assert len(srv.requests) == 1 and "rejected the API key" not in caplog.text
 
 
 def test_server_info_learns_capabilities_once(scripted):
