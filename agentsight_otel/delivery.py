@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from .jsondoc import dumps, loads
 from .outcomes import Outcome
 from .records import RecordKey
-from .spool import KIND_ATTACHMENTS, KIND_INGEST, Spool
+from .spool import KIND_ATTACHMENTS, KIND_INGEST, Spool, SpoolFull
 from .transport import RETRYABLE_STATUSES, Reply, Transport, error_detail
 from .version import SDK_NAME, __version__
 
@@ -477,6 +477,12 @@ class Delivery:
             return
         try:
             self._spool.put_many([(u.kind, u.conversation_id, u.body) for u in units], reason)
+        except SpoolFull as exc:  # it keeps what it holds: the caller (the bridge's sender) keeps this
+            message = f"{reason}; not spooled: {exc}"
+            logger.warning("AgentSight: %d block(s) not taken: %s", len(units), message)
+            for u in units:
+                result.outcomes[id(u)] = Outcome(False, message)
+            return
         except Exception as exc:  # noqa: BLE001 - a broken disk must not break the app
             message = f"{reason}; the spool could not store it ({exc}), so the data was dropped"
             logger.error("AgentSight: %s", message)

@@ -10,7 +10,7 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -56,6 +56,7 @@ class AgentSightSpanExporter(SpanExporter):
         session: Any = None,
         attachment_store: AttachmentStore | None = None,
         outcome_ledger: OutcomeLedger | None = None,
+        spool_when_full: Literal["drop_oldest", "refuse"] = "drop_oldest",
     ) -> None:
         options = {
             "api_key": api_key,
@@ -87,6 +88,7 @@ class AgentSightSpanExporter(SpanExporter):
         self._hold_timer: threading.Timer | None = None
         self._attachments = attachment_store or pending_attachments
         self._ledger = outcome_ledger or ledger
+        self._spool_when_full = spool_when_full
         self._shutdown = threading.Event()
         self._lock = threading.Lock()
         self._exit_deadline: float | None = None
@@ -137,7 +139,12 @@ class AgentSightSpanExporter(SpanExporter):
             return None
         path = spool_path(self._settings.spool_dir, self._settings.endpoint)
         try:
-            return Spool(path, max_bytes=self._settings.spool_max_bytes, endpoint=self._settings.endpoint)
+            return Spool(
+                path,
+                max_bytes=self._settings.spool_max_bytes,
+                endpoint=self._settings.endpoint,
+                when_full=self._spool_when_full,
+            )
         except Exception as exc:  # noqa: BLE001 - an unwritable directory must not stop the app
             logger.error("AgentSight spool %s cannot be opened (%s): undelivered data will be dropped", path, exc)
             return None

@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 logger = logging.getLogger("agentsight_otel")
 
@@ -155,14 +156,31 @@ class SpoolStats:
     dropped_bytes: int
 
 
+class SpoolFull(Exception):
+    """The spool has no room for an entry and keeps what it holds (``when_full="refuse"``)."""
+
+
 class Spool:
-    """A durable, size-bounded queue of encoded blocks; safe to share between threads and processes."""
+    """A durable, size-bounded queue of encoded blocks; safe to share between threads and processes.
+
+    When full, it either drops its oldest entries to take new ones (``when_full="drop_oldest"``, for an app's
+    exporter: the app has nowhere else to keep them) or refuses new ones with :class:`SpoolFull` (``"refuse"``, for
+    the bridge: what it has spooled was acknowledged to a sender, which can keep and resend what it refuses).
+    """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES, endpoint: str | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        endpoint: str | None = None,
+        when_full: Literal["drop_oldest", "refuse"] = "drop_oldest",
     ) -> None:
+        if when_full not in ("drop_oldest", "refuse"):
+            raise ValueError(f"when_full must be 'drop_oldest' or 'refuse', got {when_full!r}")
         self.path = Path(path)
         self.max_bytes = max_bytes
+        self.when_full = when_full
         self._lock = threading.Lock()
         self._owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._conn = self._connect()
@@ -243,8 +261,11 @@ class Spool:
             self._used_estimate += incoming
             return
         used = self._db().execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
-        self._used_estimate = used + incoming
         excess = used + incoming - self.max_bytes
+        if excess > 0 and self.when_full == "refuse":
+            self._used_estimate = used
+            raise SpoolFull(f"the spool is full ({used} of {self.max_bytes} bytes used)")
+        self._used_estimate = used + incoming
         if excess <= 0:
             return
         dropped, freed = 0, 0

@@ -141,6 +141,31 @@ def test_agentsight_down_with_a_spool_is_accepted_and_delivered_later(server, br
     wait_until(lambda: len(_items(server.transcript("down-0"))) == 8, timeout=30)
 
 
+def test_a_full_spool_answers_503_and_loses_nothing_it_acknowledged(server, tmp_path):
+    # The bridge's spool refuses when full instead of dropping its oldest entries, which were answered 200.
+    with Bridge(
+        BridgeSettings(port=0), api_key=server.api_key, endpoint=server.url, spool_max_bytes=4000, timeout=1
+    ) as bridge:
+        server.outage(60, mode="503")
+        statuses = {}
+        for n in range(40):
+            response = requests.post(
+                bridge.traces_url,
+                data=body_of(tracker_spans(4, f"full{n}")),
+                headers={"Content-Type": PROTOBUF},
+                timeout=30,
+            )
+            statuses[f"full{n}-0"] = response.status_code
+            if response.status_code == 503:
+                break
+        acknowledged = [cid for cid, status in statuses.items() if status == 200]
+        assert acknowledged and list(statuses.values())[-1] == 503, statuses
+        server.outage(0)
+        for cid in acknowledged:
+            wait_until(lambda cid=cid: len(_items(server.transcript(cid))) == 8, timeout=30)
+        assert bridge.exporter.spool.stats().dropped_entries == 0
+
+
 def test_agentsight_down_without_a_spool_is_503_so_the_collector_keeps_the_data(server):
     with Bridge(
         BridgeSettings(port=0, retry_after=7), api_key=server.api_key, endpoint=server.url, spool_dir="off", timeout=1

@@ -6,7 +6,9 @@ import logging
 import subprocess
 import sys
 
-from agentsight_otel.spool import KIND_ATTACHMENTS, KIND_INGEST, Spool, spool_path
+import pytest
+
+from agentsight_otel.spool import KIND_ATTACHMENTS, KIND_INGEST, Spool, SpoolFull, spool_path
 
 
 def _spool(tmp_path, **kwargs):
@@ -76,6 +78,21 @@ def test_a_full_spool_drops_the_oldest_loudly_and_counts(tmp_path, caplog):
     assert [e.conversation_id for e in spool.claim(max_bytes=1_000)] == ["c3", "c4"]
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 3 and "dropped the 1 oldest" in errors[0].getMessage()
+
+
+def test_a_spool_that_refuses_when_full_keeps_what_it_holds(tmp_path):
+    spool = Spool(tmp_path / "refusing.db", max_bytes=250, when_full="refuse")
+    for i in range(2):
+        spool.put(KIND_INGEST, f"c{i}", bytes([65 + i]) * 100)
+    with pytest.raises(SpoolFull):
+        spool.put_many([(KIND_INGEST, "c2", b"C" * 100), (KIND_INGEST, "c3", b"D" * 10)])
+    stats = spool.stats()
+    assert stats.entries == 2 and stats.dropped_entries == 0  # neither the old entries nor part of the new batch
+    spool.delete([e.id for e in spool.claim(max_bytes=1_000)])
+    spool.put(KIND_INGEST, "c2", b"C" * 100)  # room again once delivered
+    assert [e.conversation_id for e in spool.claim(max_bytes=1_000)] == ["c2"]
+    with pytest.raises(ValueError):
+        Spool(tmp_path / "other.db", when_full="drop_newest")
 
 
 def test_split_entries_replace_the_original_in_place(tmp_path):

@@ -34,6 +34,9 @@ def make_exporter(**options: Any) -> AgentSightSpanExporter:
     """An ``AgentSightSpanExporter`` (arguments as for it, the rest from ``AGENTSIGHT_*``) that tells the bridge
     per span whether it was delivered, spooled or refused, so requests get exact answers."""
     ledger = BridgeLedger(max_entries=200_000)
+    # A full spool refuses rather than dropping its oldest entries: those were acknowledged to a sender, and what
+    # it refuses now is answered 503, so the sender keeps it.
+    options.setdefault("spool_when_full", "refuse")
     exporter = AgentSightSpanExporter(outcome_ledger=ledger, **options)
     _ledgers[exporter] = ledger
     return exporter
