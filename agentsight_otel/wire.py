@@ -53,15 +53,20 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 _SECOND_PREFIX: dict[int, str] = {}
+_LAST_NS = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()) * 1_000_000_000 + 999_999_999
 
 
 def iso_time(ns: int | None) -> str | None:
     """ISO-8601 UTC with microseconds and a ``+00:00`` offset; ``None`` for 0 or missing.
 
-    Called for every item: the date-and-second prefix is formatted once per second and reused.
+    Called for every item: the date-and-second prefix is formatted once per second and reused. A time no ISO date
+    can carry (a negative one, or one past the year 9999, which an app or a sender may hand in) is clamped to the
+    nearest that can, so one bad timestamp cannot fail a whole export.
     """
     if not ns:
         return None
+    if not 0 < ns <= _LAST_NS:
+        ns = _LAST_NS if ns > 0 else 1
     seconds = ns // 1_000_000_000
     prefix = _SECOND_PREFIX.get(seconds)
     if prefix is None:

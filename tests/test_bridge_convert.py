@@ -280,6 +280,9 @@ IDS = {"traceId": "0" * 31 + "1", "spanId": "0" * 15 + "1"}
         _document({**IDS, "attributes": [{"key": "k", "value": {"boolValue": "yes"}}]}),
         _document({**IDS, "attributes": {"k": "v"}}),
         _document({**IDS, "kind": "SPAN_KIND_BOGUS"}),
+        _document({**IDS, "startTimeUnixNano": str(2**64)}),
+        _document({**IDS, "events": [{"name": "e", "timeUnixNano": str(2**70)}]}),  # no datetime can show it
+        _document({**IDS, "events": [{"name": "e", "timeUnixNano": -1}]}),
     ],
 )
 def test_malformed_json_documents_are_a_400(document):

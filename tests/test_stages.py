@@ -232,6 +232,25 @@ def test_ipv6_and_metadata_object_pass_through():
 def test_iso_time_has_microseconds_and_utc_offset():
     assert iso_time(1_700_000_000_123_456_789) == "2023-11-14T22:13:20.123456+00:00"
     assert iso_time(0) is None
+    # Times no ISO date can carry are clamped, so one bad timestamp cannot fail a whole export.
+    assert iso_time(2**70) == "9999-12-31T23:59:59.999999+00:00"
+    assert iso_time(-5) == "1970-01-01T00:00:00.000000+00:00"
+
+
+def test_actions_with_unusable_times_or_durations_still_encode():
+    provider = TracerProvider()
+    tracer = provider.get_tracer("t")
+    spans = []
+    for n, (duration, stamp) in enumerate([(float("nan"), None), (float("inf"), None), (-5.0, None), (1.5, 2**70)]):
+        span = tracer.start_span("s", attributes={sc.CONVERSATION_ID: f"odd-{n}"})
+        span.add_event(sc.EVENT_ACTION, {sc.TOOL_NAME: "lookup", sc.ACTION_DURATION_MS: duration}, timestamp=stamp)
+        span.end()
+        spans.append(span)
+    blocks = [b.document() for b in encode(group_by_conversation(read_spans(spans)), BlockRules())]
+    tools = [s for b in blocks for s in b["spans"] if s["kind"] == "tool"]
+    assert len(tools) == 4
+    assert [t["duration_ms"] for t in tools[:3]] == [0.0, 0.0, 0.0]  # not a number, infinite or negative: unknown
+    assert tools[3]["started_at"].startswith("9999-12-31") and tools[3]["duration_ms"] == 1.5
 
 
 # -- JSON documents ----------------------------------------------------------------------------------------------

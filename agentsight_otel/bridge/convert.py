@@ -149,6 +149,14 @@ def _objects(obj: dict[str, Any], camel: str, snake: str) -> list[dict[str, Any]
     return found
 
 
+def _time(raw: Any) -> int:
+    """An OTLP/JSON time in nanoseconds: a fixed64, as protobuf would have carried it."""
+    value = _int(raw)
+    if not 0 <= value < 2**64:
+        raise ValueError("timestamps must be unsigned 64-bit integers")
+    return value
+
+
 def _int(raw: Any) -> int:
     """An OTLP/JSON integer: a number or a decimal string (int64 is written as a string)."""
     if raw is None:
@@ -476,7 +484,7 @@ class Converter:
             Event(
                 str(e.get("name") or ""),
                 json_attributes(e.get("attributes")),
-                _int(_get(e, "timeUnixNano", "time_unix_nano")),
+                _time(_get(e, "timeUnixNano", "time_unix_nano")),
             )
             for e in _objects(span, "events", "events")
         ]
@@ -494,10 +502,8 @@ class Converter:
                 )
             )
         status = span.get("status") or {}
-        start = _int(_get(span, "startTimeUnixNano", "start_time_unix_nano"))
-        end = _int(_get(span, "endTimeUnixNano", "end_time_unix_nano"))
-        if not (0 <= start < 2**64 and 0 <= end < 2**64):
-            raise ValueError("timestamps must be unsigned 64-bit integers")
+        start = _time(_get(span, "startTimeUnixNano", "start_time_unix_nano"))
+        end = _time(_get(span, "endTimeUnixNano", "end_time_unix_nano"))
         return self._build(
             str(span.get("name") or ""),
             trace_id,

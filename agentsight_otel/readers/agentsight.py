@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -77,9 +78,16 @@ def _action(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Record | None:
         _text(a.get(sc.TOOL_ERROR)),
         _opt_int(a, sc.ACTION_STARTED_AT),
         _opt_int(a, sc.ACTION_ENDED_AT),
-        float(duration) if isinstance(duration, (int, float)) else None,
+        _duration(duration),
         _text(a.get(sc.METADATA)),
     )
+
+
+def _duration(value: Any) -> float | None:
+    """A duration in ms; ``None`` (the span's times decide) for anything but a finite, non-negative number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf:
+        return float(value)
+    return None
 
 
 def _button(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Record | None:
