@@ -101,8 +101,12 @@ def test_a_custom_path():
 
 def test_methods_and_content_types():
     with running_bridge() as bridge:
-        assert requests.get(bridge.traces_url, timeout=5).status_code == 405
-        assert requests.put(bridge.traces_url, data=b"x", timeout=5).status_code == 405
+        for method in ("GET", "PUT", "OPTIONS", "HEAD"):
+            response = requests.request(method, bridge.traces_url, data=b"x" if method == "PUT" else None, timeout=5)
+            assert response.status_code == 405 and response.headers["Allow"] == "POST", method
+        head = requests.head(bridge.url + "/health", timeout=5)  # load balancers check health with HEAD
+        assert head.status_code == 200 and head.headers["Content-Type"] == JSON and not head.content
+        assert requests.options(bridge.url + "/health", timeout=5).headers["Allow"] == "GET, HEAD"
         response = _post(bridge, b"x", "text/plain")
         assert response.status_code == 415
         assert response.headers["Content-Type"] == JSON
@@ -110,6 +114,19 @@ def test_methods_and_content_types():
         response = _post(bridge, b"x", PROTOBUF, "br")
         assert response.status_code == 415
         assert _status(response).code == 3  # in protobuf, the request's encoding
+
+
+def test_requests_the_http_layer_refuses_get_a_status_body_too():
+    with running_bridge() as bridge:
+        for raw in (b"NONSENSE\r\n\r\n", b"BREW /v1/traces HTTP/1.1\r\nHost: x\r\n\r\n"):
+            with socket.create_connection(("127.0.0.1", bridge.port), timeout=5) as sock:
+                sock.sendall(raw)
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.split()[1] in (b"400", b"501") and b"Content-Type: application/json" in head, answer
+            assert b"Connection: close" in head and b'"message"' in body and b"<html" not in body.lower()
 
 
 def test_malformed_bodies_are_400_with_a_status_body_in_the_request_encoding():
@@ -207,6 +224,10 @@ def test_bearer_token_and_custom_header():
         assert _post(bridge, body, headers={"x-agentsight-token": "Bearer s3cret"}).status_code == 200
         assert _post(bridge, body, headers={"x-other": "s3cret"}).status_code == 401
         assert requests.get(bridge.url + "/health", timeout=5).status_code == 200  # health needs no token
+        bridge.unavailable(30)  # during maintenance a stranger still gets 401, not the bridge's state
+        assert _post(bridge, body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert _post(bridge, body, headers={"Authorization": "Bearer s3cret"}).status_code == 503
+        bridge.unavailable(0)
     assert len(exporter.spans) == 4
 
 
@@ -219,6 +240,13 @@ def test_token_from_the_environment(monkeypatch):
     assert settings.tokens == ("tok-one", "tok-two") and settings.port == 0
     assert "tok-" not in repr(settings)
     assert resolve_bridge_settings(tokens=("c",)).tokens == ("c",)
+    # A token variable that is set but empty (a secret that failed to arrive) must not start an open bridge.
+    for empty in ("", " , "):
+        monkeypatch.setenv("AGENTSIGHT_BRIDGE_TOKEN", empty)
+        with pytest.raises(ValueError, match="AGENTSIGHT_BRIDGE_TOKEN is set but holds no token"):
+            resolve_bridge_settings()
+    monkeypatch.delenv("AGENTSIGHT_BRIDGE_TOKEN")
+    assert resolve_bridge_settings().tokens == ()
 
 
 # -- backpressure and transient trouble ---------------------------------------------------------------------

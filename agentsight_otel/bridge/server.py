@@ -33,6 +33,7 @@ logger = logging.getLogger("agentsight_otel.bridge")
 _DRAIN_LIMIT = 1024 * 1024  # an unwanted body up to this size is read and dropped to keep the connection
 _READ_CHUNK = 1024 * 1024
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
+_HEALTH_PATHS = ("/health", "/healthz", "/")
 
 
 class BridgeHTTPServer(TrackingHTTPServer):
@@ -101,7 +102,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
         bridge = self.server.bridge
         path = self.path.split("?", 1)[0]
-        if path in ("/health", "/healthz", "/"):
+        if path in _HEALTH_PATHS:
             health = bridge.health()
             self._send(200 if health["status"] == "ok" else 503, "application/json", dumps(health))
             return
@@ -121,12 +122,12 @@ class _Handler(BaseHTTPRequestHandler):
         if path not in bridge.paths:
             self._error(404, f"no OTLP traces receiver at {path}; send to {bridge.settings.path}")
             return
+        if not bridge.authorized(self.headers.get):  # first: a stranger learns nothing of the bridge's state
+            self._error(401, "a valid bridge token is required", {"WWW-Authenticate": 'Bearer realm="agentsight-otel"'})
+            return
         refusal = bridge.admission()
         if refusal is not None:
             self._error(503, refusal[0], {"Retry-After": str(refusal[1])})
-            return
-        if not bridge.authorized(self.headers.get):
-            self._error(401, "a valid bridge token is required", {"WWW-Authenticate": 'Bearer realm="agentsight-otel"'})
             return
         if self._media is None:
             self._error(
@@ -159,6 +160,12 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after is not None else None
             self._error(answer.status, answer.message or "retry later", headers)
 
+    def do_HEAD(self) -> None:  # noqa: N802 - load balancers check health with HEAD
+        if self.path.split("?", 1)[0] in _HEALTH_PATHS:
+            self.do_GET()  # _send writes the head alone for HEAD
+        else:
+            self._not_allowed()
+
     def do_PUT(self) -> None:  # noqa: N802
         self._not_allowed()
 
@@ -168,8 +175,24 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:  # noqa: N802
         self._not_allowed()
 
+    def do_OPTIONS(self) -> None:  # noqa: N802
+        self._not_allowed()
+
     def _not_allowed(self) -> None:
-        self._error(405, f"{self.command} is not supported; send traces with POST", {"Allow": "GET, POST"})
+        path = self.path.split("?", 1)[0]
+        if path in self.server.bridge.paths:
+            self._error(405, f"{self.command} is not supported; send traces with POST", {"Allow": "POST"})
+        elif path in _HEALTH_PATHS:
+            self._error(405, f"{self.command} is not supported; read health with GET", {"Allow": "GET, HEAD"})
+        else:
+            self._error(404, f"nothing at {path}; OTLP traces go to POST {self.server.bridge.settings.path}")
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's own refusals (a malformed request line, an unknown method, oversized headers)
+        in the OTLP error shape, like every other answer, and the connection closed."""
+        self.close_connection = True
+        self._media = None
+        self._error(code, message or _REASONS.get(code, "the request could not be read"))
 
     # -- reading ---------------------------------------------------------------------------------------------
 
@@ -259,10 +282,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _discard_body(self) -> None:
         """An answer before the body was read: read a small body away (keep-alive), or close after answering."""
-        if self._body_done or self.close_connection or self.command in ("GET", "HEAD"):
+        headers = getattr(self, "headers", None)  # not there when the request line itself was refused
+        if self._body_done or self.close_connection or self.command in ("GET", "HEAD") or headers is None:
             return
-        declared = self.headers.get("Content-Length") if self.headers is not None else None
-        encoding = (self.headers.get("Transfer-Encoding") or "") if self.headers is not None else ""
+        declared = headers.get("Content-Length")
+        encoding = headers.get("Transfer-Encoding") or ""
         if encoding or declared is None:
             if encoding:
                 self.close_connection = True

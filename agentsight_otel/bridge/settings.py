@@ -133,6 +133,9 @@ def resolve_bridge_settings(**options: Any) -> BridgeSettings:
             env = _ENV_NAMES.get(name)
             value = os.environ.get(ENV_PREFIX + env, "").strip() if env else ""
             raw = value or None
+            if name == "tokens" and env and ENV_PREFIX + env in os.environ and not _convert(name, value, kind):
+                # Set but empty (a secret that failed to arrive): that must not start an open bridge.
+                raise ValueError(f"{ENV_PREFIX}{env} is set but holds no token; unset it to run without a token")
         if raw is None:
             continue
         try:
