@@ -116,6 +116,32 @@ def test_methods_and_content_types():
         assert _status(response).code == 3  # in protobuf, the request's encoding
 
 
+def test_a_client_trickling_its_headers_loses_its_connection_at_the_request_timeout():
+    # One byte at a time within the idle timeout: without a deadline per request, two such clients would hold
+    # both connection slots for good, and every collector request would get 503 "too many connections".
+    with running_bridge(request_timeout=1.0, idle_timeout=3.0, max_connections=2) as bridge:
+        cut_off = []
+
+        def trickle():
+            with socket.create_connection(("127.0.0.1", bridge.port), timeout=5) as sock:
+                try:
+                    for byte in b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:  # ~25 s
+                        sock.sendall(bytes([byte]))
+                        time.sleep(0.2)
+                except OSError:  # the bridge closed the connection
+                    cut_off.append(True)
+
+        trickles = [threading.Thread(target=trickle) for _ in range(2)]
+        for t in trickles:
+            t.start()
+        time.sleep(0.5)
+        assert requests.get(bridge.url + "/health", timeout=5).status_code == 503  # both slots held for now
+        wait_until(lambda: requests.get(bridge.url + "/health", timeout=5).status_code == 200, timeout=5)
+        for t in trickles:
+            t.join(10)
+        assert cut_off == [True, True]  # both were cut off long before they finished trickling
+
+
 def test_requests_the_http_layer_refuses_get_a_status_body_too():
     with running_bridge() as bridge:
         for raw in (b"NONSENSE\r\n\r\n", b"BREW /v1/traces HTTP/1.1\r\nHost: x\r\n\r\n"):

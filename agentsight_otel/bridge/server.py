@@ -12,6 +12,7 @@ The bridge never answers 500 for transient trouble: the collector treats 500 as 
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import time
@@ -70,6 +71,37 @@ def _refuse_connection(sock: socket.socket, retry_after: int) -> None:
         pass  # the server closes the connection either way
 
 
+class _RequestClock(io.RawIOBase):
+    """The connection's reads, each request bounded by ``request_timeout`` from its first byte, headers included.
+
+    A per-read socket timeout alone lets a client that sends a byte every few seconds hold a connection slot (and
+    the thread behind it) forever, before any token is checked. Between requests the idle timeout applies.
+    """
+
+    def __init__(self, sock: socket.socket, idle_timeout: float, request_timeout: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._idle = idle_timeout
+        self._limit = request_timeout
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is None:
+            self._sock.settimeout(self._idle)
+        else:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("the request did not arrive in time")
+            self._sock.settimeout(min(left, self._idle))
+        received = self._sock.recv_into(buffer)
+        if received and self.deadline is None:
+            self.deadline = time.monotonic() + self._limit
+        return received
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -79,11 +111,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.connection.settimeout(self.server.bridge.settings.idle_timeout)
+        settings = self.server.bridge.settings
+        self.connection.settimeout(settings.idle_timeout)
+        self._clock = _RequestClock(self.connection, settings.idle_timeout, settings.request_timeout)
+        self.rfile = io.BufferedReader(self._clock)
 
     def handle_one_request(self) -> None:
         self._media: str | None = None
         self._body_done = False
+        self._clock.deadline = None  # the next request's time starts at its first byte
         try:
             self.connection.settimeout(self.server.bridge.settings.idle_timeout)
         except OSError:
