@@ -2,7 +2,8 @@
 # rotel -> agentsight-otel bridge, as command-line flags (same settings as rotel-to-bridge.env).
 # pip install "rotel==0.0.1a15"; the agent binary is rotel/rotel-agent inside the installed package:
 #   ROTEL_AGENT="$(python -c 'import rotel, pathlib; print(pathlib.Path(rotel.__file__).parent / "rotel-agent")')"
-# Runs in the foreground (no --daemon); stop it with SIGTERM or Ctrl-C.
+# Runs in the foreground (no --daemon); stop it with SIGTERM or Ctrl-C. rotel refuses a flag given twice, so
+# change a setting here (or use rotel-to-bridge.env); only flags not set below can be added as arguments.
 set -eu
 ROTEL_AGENT="${ROTEL_AGENT:-rotel-agent}"
 exec "$ROTEL_AGENT" start \
