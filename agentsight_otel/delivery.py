@@ -504,7 +504,7 @@ class Delivery:
                 except Exception:  # noqa: BLE001
                     logger.exception("could not keep the refused block in the dead-letter store")
             named = not status or f"HTTP {status}" in reason  # a server's reply already names its status
-            result.outcomes[id(u)] = Outcome(False, reason if named else f"HTTP {status}: {reason}")
+            result.outcomes[id(u)] = Outcome(False, reason if named else f"HTTP {status}: {reason}", refused=True)
 
     # -- replay --------------------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from .jsondoc import dumps, parse_document
 from .outcomes import Outcome, OutcomeLedger, ledger
 from .readers import SpanReader
 from .records import Attachments, ConversationBatch
-from .spool import KIND_ATTACHMENTS, Spool, spool_path
+from .spool import KIND_ATTACHMENTS, KIND_INGEST, Spool, spool_path
 from .transport import Transport
 from .wire import BlockRules, encode_block
 
@@ -225,6 +225,7 @@ class AgentSightSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
         self._rules.learn_environments(self._transport.server_info().environments)
         units = self._units(batches)
+        complete = len([b for b in batches if b.records]) == sum(1 for u in units if u.kind == KIND_INGEST)
         # From here on only the encoded units are needed: the records can go while the request is in flight,
         # rather than outliving it and being promoted into the garbage collector's oldest generation.
         del batches
@@ -236,7 +237,7 @@ class AgentSightSpanExporter(SpanExporter):
         else:
             outcomes = self._delivery.deliver(units, deadline)
         self._record_outcomes(units, outcomes)
-        delivered = all(outcomes.get(id(u), Outcome(False)).delivered for u in units)
+        delivered = complete and all(outcomes.get(id(u), Outcome(False)).delivered for u in units)
         return SpanExportResult.SUCCESS if delivered else SpanExportResult.FAILURE
 
     def _release_held(self) -> None:
@@ -270,7 +271,12 @@ class AgentSightSpanExporter(SpanExporter):
         for batch in batches:
             if not batch.records:
                 continue
-            block = encode_block(batch, self._rules)
+            try:
+                block = encode_block(batch, self._rules)
+            except Exception as exc:  # noqa: BLE001 - a block that cannot be written must not sink the others
+                logger.exception("AgentSight: conversation %s could not be encoded; left out", batch.conversation[0])
+                self._record([batch], Outcome(False, f"could not be encoded: {type(exc).__name__}", refused=True))
+                continue
             units.append(Unit(block.conversation_id, block.json, sources=block.sources))
         for batch in batches:
             for record in batch.records:

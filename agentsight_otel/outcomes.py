@@ -29,6 +29,7 @@ class Outcome:
     error: str | None = None
     response: Any = None
     spooled: bool = False  # not delivered yet, but safe on disk and replayed until accepted
+    refused: bool = False  # never deliverable as it is (AgentSight refused it for good, or it cannot be encoded)
 
 
 class OutcomeLedger:

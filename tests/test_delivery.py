@@ -13,9 +13,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentsight_otel import AgentSightSpanExporter, ConversationTracker
+from agentsight_otel import exporter as exporter_module
 from agentsight_otel.delivery import Unit, split_block
 from agentsight_otel.jsondoc import dumps, loads
 from agentsight_otel.localserver import Faults, LocalServer
+from agentsight_otel.outcomes import OutcomeLedger
 
 from .helpers import wait_until
 
@@ -49,6 +51,30 @@ def faulty():
 def _exporter(server, **kwargs):
     kwargs.setdefault("timeout", 5)
     return AgentSightSpanExporter(api_key=server.api_key, endpoint=server.url, **kwargs)
+
+
+def test_a_block_that_cannot_be_encoded_leaves_the_others_alone(faulty, monkeypatch, caplog):
+    # A bug in encoding one conversation (none is known: this stands in for one) must not fail a whole export.
+    real = exporter_module.encode_block
+
+    def encode_block(batch, rules):
+        if batch.conversation.conversation_id == "poison":
+            raise ValueError("an encoding bug")
+        return real(batch, rules)
+
+    monkeypatch.setattr(exporter_module, "encode_block", encode_block)
+    ledger = OutcomeLedger()
+    exporter = _exporter(faulty, outcome_ledger=ledger)
+    spans = _spans("poison", "healthy")
+    for span in spans:
+        ledger.expect(span.context.trace_id, span.context.span_id)
+    assert exporter.export(spans) is SpanExportResult.FAILURE  # not everything was delivered
+    assert _contents(faulty, "healthy") and not _contents(faulty, "poison")
+    poison = next(s for s in spans if s.attributes["agentsight.conversation.id"] == "poison")
+    outcome = ledger.pop(poison.context.trace_id, poison.context.span_id)
+    assert outcome is not None and outcome.refused and "could not be encoded" in outcome.error
+    assert "conversation poison could not be encoded" in caplog.text
+    exporter.shutdown()
 
 
 @pytest.mark.parametrize("status", [429, 502, 503, 504])

@@ -315,7 +315,7 @@ class ExportQueue:
                 if outcome.delivered or outcome.spooled:
                     continue
                 error = outcome.error or "not delivered"
-                if error.startswith("HTTP 4"):  # refused for good and kept as a dead letter: resending cannot help
+                if outcome.refused:  # refused for good (a dead letter) or unencodable: resending cannot help
                     rejected += 1
                     refusal = refusal or error
                 else:
