@@ -651,6 +651,8 @@ def test_multipart_upload_round_trip(server: LocalServer) -> None:
         ({"conversation": "PK", "attachments": []}, 400),
         ({"conversation": "PK", "attachments": [{"filename": "a", "mime_type": "text/plain", "data": "!!"}]}, 400),
         ({"conversation": "PK", "attachments": [{"filename": "a", "mime_type": "x\r\ny", "data": ""}]}, 400),
+        # http.server writes the download's Content-Type as Latin-1: \w must not match beyond ASCII
+        ({"conversation": "PK", "attachments": [{"filename": "a", "mime_type": "text/中文", "data": ""}]}, 400),
         (
             {
                 "conversation": "PK",
@@ -706,3 +708,233 @@ def test_file_database_persists_across_restarts(tmp_path: Any) -> None:
     with LocalServer(api_keys=[key], db_path=db) as srv:
         assert srv.span_count("conv-1") == 6
         assert post_json(srv, "/api/ingest/", envelope(rich_block())).json()["spans_stored"] == 0
+
+
+# -- hostile input: a 4xx, never a 500 nor a dropped connection --------------------------------------------------
+
+
+def nested(depth: int) -> Any:
+    """A JSON value of `depth` levels of arrays."""
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def post_raw(srv: LocalServer, path: str, body: str) -> requests.Response:
+    """POST a JSON text as it is (requests' json= would refuse or re-encode what these tests send)."""
+    headers = {**auth(srv.api_key), "Content-Type": "application/json"}
+    return requests.post(srv.url + path, data=body.encode("utf-8", "surrogatepass"), headers=headers, timeout=10)
+
+
+def assert_no_server_error(srv: LocalServer) -> None:
+    statuses = [entry["status"] for entry in srv.request_log()]
+    assert all(status is not None and status < 500 for status in statuses), statuses
+
+
+def test_json_strings_and_token_counts_that_cannot_be_read_do_not_break_the_reads(server: LocalServer) -> None:
+    deep_text = "[" * 5000  # json.loads raises RecursionError, not ValueError
+    too_deep = json.dumps(nested(600))  # parses, but nests deeper than any stored document may
+    tool = make_span(
+        "6000000000000001",
+        "tool",
+        "lookup",
+        1,
+        attributes={"agentsight.tool.arguments": deep_text, "agentsight.metadata": too_deep},
+    )
+    turn = make_span(
+        "6000000000000002",
+        "turn",
+        "ask",
+        2,
+        attributes={"agentsight.turn.complete": True},
+        events=[message("end_user", "hello", 2.5)],
+    )
+    turn["events"][0]["attributes"]["agentsight.message.metadata"] = deep_text
+    files = make_span(
+        "6000000000000003", "attachment", "files", 3, attributes={"agentsight.attachment.files": too_deep}
+    )
+    huge = "9" * 4300  # int() reads it, but the sum of two cannot be written as text (int max str digits)
+    llm = make_span(
+        "6000000000000004",
+        "llm",
+        "gpt",
+        4,
+        attributes={"gen_ai.usage.input_tokens": huge, "gen_ai.usage.output_tokens": huge},
+    )
+    bad = {"conversation_id": "bad", "spans": [tool, turn, files, llm]}
+    assert post_json(server, "/api/ingest/", envelope(bad, rich_block("good"))).status_code == 200
+    pk = get(server, "/api/conversations/lookup/", params={"conversation_id": "bad"}).json()["id"]
+    for path in ("/api/conversations/", f"/api/conversations/{pk}/", "/api/feed/?since=0", "/api/feed/?last=20"):
+        assert get(server, path).status_code == 200, path
+    transcript = get(server, f"/api/conversations/{pk}/transcript/")
+    assert transcript.status_code == 200
+    action, msg, attachments, usage = transcript.json()["items"]
+    assert action["arguments"] is None and action["metadata"] == {}
+    assert msg["metadata"] == {} and attachments["files"] == []
+    assert usage["input_tokens"] == usage["output_tokens"] == usage["total_tokens"] == 0
+    assert_no_server_error(server)
+
+
+def test_a_conversation_that_cannot_be_projected_does_not_fail_the_list(
+    server: LocalServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agentsight_otel.localserver import views
+
+    bad = rich_block("bad")
+    bad["spans"].append(make_span("7000000000000009", "tool", "boom", 30))
+    post_json(server, "/api/ingest/", envelope(bad, rich_block("good")))
+    project = views.project_items
+
+    def failing(spans: list[dict[str, Any]], uploads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if any(span["name"] == "boom" for span in spans):
+            raise RuntimeError("an unforeseen bug")
+        return project(spans, uploads)
+
+    monkeypatch.setattr(views, "project_items", failing)
+    listing = get(server, "/api/conversations/")
+    assert listing.status_code == 200
+    counts = {row["conversation_id"]: row["counts"]["messages"] for row in listing.json()["results"]}
+    assert counts == {"bad": 0, "good": 2}
+    assert "could not be projected" in caplog.text
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_timestamps_that_leave_the_calendar_in_utc_are_400(server: LocalServer, stamp: str) -> None:
+    span = make_span("7000000000000001", "turn", "ask", 0, events=[message("agent", "hi", 1)])
+    for field in ("started_at", "ended_at"):
+        response = post_json(
+            server, "/api/ingest/", envelope({"conversation_id": "c", "spans": [{**span, field: stamp}]})
+        )
+        assert response.status_code == 400
+        assert response.json()["conversations"][0]["errors"] == {f"spans[0].{field}": [BAD_DATETIME]}
+    span["events"][0]["timestamp"] = stamp
+    response = post_json(server, "/api/ingest/", envelope({"conversation_id": "c", "spans": [span]}))
+    assert response.json()["conversations"][0]["errors"] == {"spans[0].events[0].timestamp": [BAD_DATETIME]}
+    pk = create_conversation(server)
+    upload = {
+        "conversation": pk,
+        "timestamp": stamp,
+        "attachments": [{"filename": "a", "mime_type": "a/b", "data": ""}],
+    }
+    response = post_json(server, "/api/attachments/", upload)
+    assert response.status_code == 400 and response.json() == {"timestamp": [BAD_DATETIME]}
+    assert_no_server_error(server)
+
+
+BAD_DATETIME = "Datetime has wrong format. Use ISO-8601."
+
+
+@pytest.mark.parametrize(
+    ("duration", "error"),
+    [
+        (2**63, "Ensure this value is less than or equal to 9223372036854775807."),
+        (2**64 - 1, "Ensure this value is less than or equal to 9223372036854775807."),
+        (2**63 - 1, None),
+        (-(2**63), None),
+    ],
+)
+def test_durations_must_fit_the_64_bit_sqlite_column(server: LocalServer, duration: int, error: str | None) -> None:
+    span = {**make_span("7000000000000002", "tool", "t", 0), "duration_ms": duration}
+    response = post_raw(server, "/api/ingest/", json.dumps(envelope({"conversation_id": "d", "spans": [span]})))
+    if error is None:
+        assert response.status_code == 200 and server.span_count("d") == 1
+    else:
+        assert response.status_code == 400
+        assert response.json()["conversations"][0]["errors"] == {"spans[0].duration_ms": [error]}
+
+
+@pytest.mark.parametrize("page", ["10000000000000000000", "1" + "0" * 5000, "999999999999999999"])
+def test_pages_beyond_what_sqlite_can_skip_are_invalid(server: LocalServer, page: str) -> None:
+    create_conversation(server)
+    response = get(server, "/api/conversations/", params={"page": page})
+    assert response.status_code == 404 and response.json() == {"detail": "Invalid page."}
+    huge_size = get(server, "/api/conversations/", params={"page_size": "9" * 5000})
+    assert huge_size.status_code == 200 and huge_size.json()["count"] == 1
+
+
+def test_documents_nested_too_deeply_are_refused_before_anything_is_stored(server: LocalServer) -> None:
+    from agentsight_otel.localserver.validate import MAX_DEPTH, TOO_DEEP
+
+    deepest = {"a": nested(MAX_DEPTH - 1)}  # MAX_DEPTH levels, the object included
+    assert (
+        post_json(server, "/api/ingest/", envelope({"conversation_id": "ok", "metadata": deepest})).status_code == 200
+    )
+    assert post_json(server, "/api/conversations/", {"conversation_id": "ok2", "metadata": deepest}).status_code == 201
+    too_deep = {"conversation_id": "deep", "metadata": {"a": nested(MAX_DEPTH)}}
+    response = post_json(server, "/api/ingest/", envelope(too_deep))
+    assert response.status_code == 400
+    assert response.json()["conversations"][0]["errors"] == {"metadata": [TOO_DEEP]}
+    legacy = post_json(server, "/api/conversations/", too_deep)
+    assert legacy.status_code == 400 and legacy.json() == {"metadata": [TOO_DEEP]}
+    # deeper still: orjson parses up to 1024 levels (then TOO_DEEP); the standard library's decoder gives up sooner
+    for depth in (990, 100_000):
+        block = f'{{"conversation_id": "deep{depth}", "metadata": {{"a": {"[" * depth}{"]" * depth}}}}}'
+        assert post_raw(server, "/api/ingest/", '{"conversations": [' + block + "]}").status_code == 400, depth
+        assert post_raw(server, "/api/conversations/", block).status_code == 400, depth
+    assert {row["conversation_id"] for row in server.conversations()} == {"ok", "ok2"}
+    assert_no_server_error(server)
+
+
+def test_values_nested_too_deeply_to_print_still_get_their_error_message(server: LocalServer) -> None:
+    deep = "[" * 1000 + "]" * 1000  # orjson parses it; str() of it raises RecursionError
+    span = json.dumps(make_span("7000000000000003", "tool", "t", 0)).replace('"ok"', deep)
+    for block in ('{"conversation_id": "c", "spans": [' + span + "]}", '{"conversation_id": ' + deep + "}"):
+        response = post_raw(server, "/api/ingest/", '{"conversations": [' + block + "]}")
+        assert response.status_code == 400
+    pk = create_conversation(server)
+    files = '"attachments": [{"filename": "a", "mime_type": "a/b", "data": ""}]'
+    for field in ("sender", "mode"):
+        body = f'{{"conversation": {pk}, "{field}": {deep}, {files}}}'
+        assert post_raw(server, "/api/attachments/", body).status_code == 400, field
+    assert_no_server_error(server)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"conversations": [{"conversation_id": "s", "name": "\\ud800"}]}',
+        '{"conversations": [{"conversation_id": "\\udc00"}]}',
+        '{"conversations": [{"conversation_id": "s", "metadata": {"\\ud800x": 1}}]}',
+        '{"conversations": [{"conversation_id": "s", "metadata": {"a": "\\ud800\\ud800"}}]}',
+        '{"conversations": [{"conversation_id": "s", "metadata": {"a": 1e400}}]}',
+    ],
+)
+def test_lone_surrogates_and_infinite_numbers_are_json_errors(server: LocalServer, body: str) -> None:
+    """orjson refuses both while parsing; the standard-library path (AGENTSIGHT_DISABLE_ORJSON=1) must too."""
+    response = post_raw(server, "/api/ingest/", body)
+    assert response.status_code == 400 and response.json()["detail"].startswith("JSON parse error - ")
+    legacy = post_raw(server, "/api/conversations/", json.dumps(json.loads(body)["conversations"][0]))
+    assert legacy.status_code == 400
+    assert server.conversations() == []
+
+
+def test_a_surrogate_pair_written_as_escapes_is_one_character(server: LocalServer) -> None:
+    body = '{"conversations": [{"conversation_id": "s", "name": "\\ud83d\\ude42 \\\\ud800"}]}'
+    assert post_raw(server, "/api/ingest/", body).status_code == 200
+    assert server.conversations()[0]["name"] == "\U0001f642 \\ud800"
+
+
+def test_multipart_metadata_is_parsed_as_strictly_as_a_json_body(server: LocalServer) -> None:
+    pk = create_conversation(server)
+    for metadata in ("[" * 100_000, '{"a": "\\ud800"}', "{"):
+        response = requests.post(
+            server.url + "/api/attachments/",
+            headers=auth(server.api_key),
+            data={"conversation": str(pk), "metadata": metadata},
+            files={"attachment_0": ("a.txt", b"hi", "text/plain")},
+            timeout=10,
+        )
+        assert response.status_code == 400 and response.json() == {"metadata": ["Value must be valid JSON."]}
+    assert server.attachment_bytes("att") == []
+
+
+def test_a_stored_non_ascii_mime_type_is_downloaded_as_octet_stream(server: LocalServer) -> None:
+    """Uploads refuse such types now (see test_bad_uploads_are_refused); a database from before may hold one."""
+    from agentsight_otel.localserver.store import NewFile
+
+    pk = create_conversation(server)
+    (stored,) = server._store.add_attachments(pk, [NewFile("a.txt", "text/中文", b"hi")], sender="agent", message=None)
+    download = get(server, f"/api/attachments/{stored['id']}/download/")
+    assert download.status_code == 200 and download.content == b"hi"
+    assert download.headers["Content-Type"] == "application/octet-stream"

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 
+from agentsight_otel.jsondoc import HAS_ORJSON, dumps_fast
 from agentsight_otel.localserver import LocalServer, validate
 from agentsight_otel.localserver.bodies import BadBody, BodyTooLarge, inflate_gzip, ingest_block_texts, parse_json
 from agentsight_otel.localserver.store import block_activity
@@ -87,7 +88,7 @@ FIELD_VALUES: dict[str, list[Any]] = {
     "name": [MISSING, None, "ask", 4.5],
     "started_at": STAMPS,
     "ended_at": STAMPS,
-    "duration_ms": [MISSING, None, 0, 1.5, True, "1", [1]],
+    "duration_ms": [MISSING, None, 0, 1.5, True, "1", [1], 2**63 - 1, 2**63, -(2**63), -(2**63) - 1],
     "status": [MISSING, None, "ok", "error", "unset", "OK", 1, ["ok"]],
     "attributes": [
         MISSING,
@@ -118,6 +119,14 @@ FIELD_VALUES: dict[str, list[Any]] = {
     ],
     "otel": [MISSING, None, {}, [], "x"],
 }
+
+
+def nested(depth: int) -> Any:
+    """A JSON value of `depth` levels of arrays."""
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
 
 
 def variants() -> Iterator[Any]:
@@ -178,6 +187,8 @@ def test_the_fast_check_passes_the_spans_the_sdks_send() -> None:
         {"environment": None},
         {"metadata": {"a": 1}},
         {"metadata": "a"},
+        {"metadata": {"a": nested(validate.MAX_DEPTH - 1)}},
+        {"metadata": {"a": nested(validate.MAX_DEPTH)}},
         {"conversation_id": " "},
         {"conversation_id": 5},
         {"surprise": 1},
@@ -389,3 +400,54 @@ def test_inflate_handles_members_truncation_and_the_cap() -> None:
     assert inflate_gzip(gzip.compress(data), 3_000) == data  # exactly at the cap
     with pytest.raises(BodyTooLarge):
         inflate_gzip(gzip.compress(data), 2_999)
+
+
+# -- nesting: left to orjson on the fast path ---------------------------------------------------------------------
+
+
+def documents_at(depth: int) -> dict[str, dict[str, Any]]:
+    """Spans whose attributes, events or otel document nests exactly `depth` levels (the document included)."""
+    event = {"name": "m", "timestamp": ts(1), "attributes": {"x": nested(depth - 3)}}
+    return {
+        "attributes": span(attributes={"x": nested(depth - 1)}),
+        "events": span(events=[event]),
+        "otel": span(otel={"x": nested(depth - 1)}),
+    }
+
+
+@pytest.mark.parametrize("document", sorted(documents_at(3)))
+def test_span_documents_nested_one_level_too_deep_are_refused_by_both_paths(document: str, servers: Any) -> None:
+    """The fast check does not walk span documents when orjson is there: the store's encoder refuses them."""
+    fast, slow = servers
+    deepest = documents_at(validate.MAX_DEPTH)[document]
+    payload = envelope(block("c-1"), {"conversation_id": "c-2", "spans": [deepest]})
+    assert post(fast, compact(payload)).status_code == post(slow, json.dumps(payload).encode()).status_code == 200
+    assert stored(fast) == stored(slow)
+    too_deep = documents_at(validate.MAX_DEPTH + 1)[document]
+    payload = envelope(block("c-3"), {"conversation_id": "c-4", "spans": [too_deep]})
+    first, second = post(fast, compact(payload)), post(slow, json.dumps(payload).encode())
+    assert first.status_code == second.status_code == 400
+    assert first.json() == second.json()
+    assert first.json()["conversations"][0]["errors"] == {f"spans[0].{document}": [validate.TOO_DEEP]}
+    assert {row["conversation_id"] for row in fast.conversations()} == {"c-1", "c-2"}  # c-3 was rolled back
+
+
+@pytest.mark.skipif(not HAS_ORJSON, reason="without orjson, block_is_clean measures the nesting itself")
+def test_orjson_writes_exactly_what_nests_at_most_max_depth() -> None:
+    """What the fast path relies on (store._encode_checked); if an orjson release moves its limit, this says so."""
+    rng = random.Random(5)
+
+    def build(depth: int) -> Any:
+        if depth == 0:
+            return rng.choice([1, "x", None, {}, []])
+        inner = build(depth - 1)
+        return {"k": inner, "s": rng.choice([1, [1], {}])} if rng.random() < 0.5 else [{"a": []}, inner]
+
+    for _ in range(200):
+        value = build(rng.randint(validate.MAX_DEPTH - 8, validate.MAX_DEPTH + 8))
+        try:
+            dumps_fast(value)
+            written = True
+        except TypeError:
+            written = False
+        assert written is not validate.nests_deeper(value)

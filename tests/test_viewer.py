@@ -273,6 +273,33 @@ def test_sign_in_never_redirects_off_site_nor_accepts_cross_origin_posts(keyed_s
     assert requests.post(srv.url + "/login/", json={"key": key}, timeout=10).status_code == 415
 
 
+def test_sign_in_redirects_to_non_ascii_paths_percent_encoded(keyed_server):
+    """http.server writes headers as Latin-1: a next=/中 must not drop the connection."""
+    srv, key = keyed_server, keyed_server.api_key
+    header = {"Authorization": f"Api-Key {key}"}
+    signed_in = requests.get(srv.url + "/login/?next=/%E4%B8%AD", headers=header, allow_redirects=False, timeout=10)
+    assert signed_in.status_code == 303 and signed_in.headers["Location"] == "/%E4%B8%AD"
+    form = requests.get(srv.url + "/login/?next=/%E4%B8%AD", timeout=10)
+    assert form.status_code == 200 and 'name="next" value="/中"' in form.text
+    for target in ("/中", "/%E4%B8%AD"):  # as typed, and as already encoded (not encoded twice)
+        answer = requests.post(
+            srv.url + "/login/", data={"key": key, "next": target}, allow_redirects=False, timeout=10
+        )
+        assert answer.status_code == 303 and answer.headers["Location"] == "/%E4%B8%AD", target
+
+
+def test_sign_out_refuses_cross_origin_posts(keyed_server):
+    srv = keyed_server
+    s = requests.Session()
+    assert s.post(srv.url + "/login/", data={"key": srv.api_key}, allow_redirects=False, timeout=10).status_code == 303
+    cross = s.post(srv.url + "/logout/", headers={"Origin": "http://evil.example"}, allow_redirects=False, timeout=10)
+    assert cross.status_code == 403 and "Set-Cookie" not in cross.headers
+    assert s.get(srv.url + "/", allow_redirects=False, timeout=10).status_code == 200  # still signed in
+    own = s.post(srv.url + "/logout/", headers={"Origin": srv.url}, allow_redirects=False, timeout=10)
+    assert own.status_code == 303
+    assert s.get(srv.url + "/", allow_redirects=False, timeout=10).status_code == 303
+
+
 def test_a_read_key_opens_the_viewer():
     from agentsight_otel.localserver import generate_api_key
 
@@ -379,3 +406,77 @@ def test_demo_keep_serving_prints_the_viewer_address_and_serves_it(tmp_path):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
     assert proc.returncode == 0
+
+
+# -- conversations that cannot be shown ----------------------------------------------------------------------
+
+
+def ingest(server: LocalServer, *blocks: dict[str, Any]) -> None:
+    answer = requests.post(
+        server.url + "/api/ingest/",
+        json={"sdk": {"name": "test", "version": "0"}, "conversations": list(blocks)},
+        headers={"Authorization": f"Api-Key {server.api_key}"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def raw_span(span_id: str, kind: str, name: str, attributes: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    stamp = "2024-05-01T12:00:00.000000+00:00"
+    span = {"span_id": span_id, "trace_id": "0" * 32, "kind": kind, "name": name, "started_at": stamp}
+    return {**span, "ended_at": stamp, "status": "ok", "attributes": attributes, **extra}
+
+
+VIEWER_READS = ("/", "/conversations/{pk}/", "/viewer/api/conversations/", "/viewer/api/conversations/{pk}/")
+
+
+def test_pages_survive_stored_values_that_cannot_be_read(server, tracker):
+    track_order(tracker)
+    message = {
+        "name": "agentsight.message",
+        "timestamp": "2024-05-01T12:00:01.000000+00:00",
+        "attributes": {
+            "agentsight.message.sender": "agent",
+            "agentsight.message.content": "hi",
+            "agentsight.message.metadata": "[" * 5000,
+        },
+    }
+    spans = [
+        # json.loads raises RecursionError on these, not ValueError
+        raw_span("1000000000000001", "tool", "t", {"agentsight.tool.arguments": "[" * 5000}),
+        raw_span("1000000000000002", "turn", "ask", {}, events=[message]),
+        raw_span("1000000000000003", "attachment", "f", {"agentsight.attachment.files": "[" * 5000}),
+        # int() reads these, but their sum cannot be written as text (int max str digits)
+        raw_span("1000000000000004", "llm", "m", {"gen_ai.usage.input_tokens": "9" * 4300,
+                                                  "gen_ai.usage.output_tokens": "9" * 4300}),
+    ]  # fmt: skip
+    ingest(server, {"conversation_id": "unreadable", "spans": spans})
+    pk = pk_of(server, "unreadable")
+    for path in VIEWER_READS + ("/viewer/api/feed/?since=0", "/viewer/api/feed/?last=50"):
+        assert requests.get(server.url + path.format(pk=pk), timeout=10).status_code == 200, path
+    rows = requests.get(server.url + "/viewer/api/conversations/", timeout=10).json()["results"]
+    assert {row["conversation_id"]: row["tokens"] for row in rows} == {"unreadable": "0", "order-1": "130"}
+
+
+def test_a_conversation_that_cannot_be_projected_leaves_the_others_listed(server, tracker, monkeypatch, caplog):
+    from agentsight_otel.localserver import feed as feed_module
+    from agentsight_otel.localserver import viewer
+
+    track_order(tracker)
+    ingest(server, {"conversation_id": "broken", "spans": [raw_span("1000000000000001", "tool", "boom", {})]})
+    project = viewer.project_items
+
+    def failing(spans, uploads):
+        if any(span["name"] == "boom" for span in spans):
+            raise RuntimeError("an unforeseen bug")
+        return project(spans, uploads)
+
+    monkeypatch.setattr(viewer, "project_items", failing)
+    monkeypatch.setattr(feed_module, "project_items", failing)
+    rows = requests.get(server.url + "/viewer/api/conversations/", timeout=10).json()["results"]
+    assert {row["conversation_id"]: row["messages"] for row in rows} == {"broken": "?", "order-1": "2"}
+    page = requests.get(server.url + "/", timeout=10)
+    assert page.status_code == 200 and "order-1" in page.text and "broken" in page.text
+    items = feed(server, since=0)["items"]
+    assert items and {item["conversation"]["conversation_id"] for item in items} == {"order-1"}
+    assert "could not be projected" in caplog.text

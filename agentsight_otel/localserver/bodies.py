@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import zlib
 from dataclasses import dataclass
@@ -19,6 +20,13 @@ from ..jsondoc import HAS_ORJSON, loads
 _ENVELOPE_HEAD = re.compile(rb'\{"sdk":\{"name":"[ !#-\[\]-~]*","version":"[ !#-\[\]-~]*"\},"conversations":\[')
 _ENVELOPE_TAIL = b"]}"
 _BLOCK_SEPARATOR = b'},{"conversation_id":'
+# A \u escape of a UTF-16 surrogate that is not part of a pair: a high one not followed by a low one, or a low one not
+# preceded by a high one. Only an escape can put one in a parsed string (the UTF-8 decoder refuses encoded
+# surrogates). The pattern may also match an escaped backslash followed by "ud800", so a match is confirmed on the
+# parsed value. It starts with the literal `\u`, which the regex engine scans for quickly: it runs on every body.
+_LONE_SURROGATE_ESCAPE = re.compile(
+    r"\\u[dD](?:[89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD])[c-fC-F])"
+)
 
 
 class BodyTooLarge(Exception):
@@ -75,15 +83,39 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    """json.loads hook: a number too large for a double (1e400) is refused, as orjson does, not read as infinity."""
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError("number is infinity when parsed as double")
+    return number
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    """Raise ValueError when a parsed string or key holds a lone surrogate (orjson refuses them while parsing);
+    such a string cannot be encoded as UTF-8, so it could be neither stored nor shown."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("lone surrogate in string") from exc
+
+
 def parse_json(raw: bytes | memoryview) -> Any:
     """Parse a UTF-8 JSON body strictly (no NaN/Infinity), raising BadBody with a DRF-like detail.
 
-    orjson, when installed, is strict already (it refuses NaN and Infinity) and several times faster.
+    orjson, when installed, is strict already (it refuses NaN, Infinity, lone surrogates and nesting deeper than
+    1024 levels) and several times faster; the standard library is made as strict here.
     """
     try:
         if HAS_ORJSON:
             return loads(raw)
-        return json.loads(str(raw, "utf-8"), parse_constant=_reject_constant)
+        text = str(raw, "utf-8")
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        if _LONE_SURROGATE_ESCAPE.search(text) is not None:
+            _refuse_lone_surrogates(value)
+        return value
+    except RecursionError as exc:  # the standard library's decoder recurses once per level of nesting
+        raise BadBody("JSON parse error - depth limit exceeded") from exc
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadBody(f"JSON parse error - {exc}") from exc
 

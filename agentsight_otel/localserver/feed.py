@@ -21,11 +21,14 @@ server, e.g. the demo's, without its key).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .store import Store
 from .transcript import project_items
 from .views import ApiError, Request, Response, ServerState, json_response
+
+logger = logging.getLogger("agentsight_otel.localserver")
 
 DEFAULT_FEED_LIMIT = 500
 MAX_FEED_LIMIT = 1000
@@ -54,7 +57,12 @@ def feed_items(store: Store, spans: list[dict[str, Any]]) -> list[dict[str, Any]
             continue
         conversation = {"id": row["id"], "conversation_id": row["conversation_id"], "name": row["name"]}
         seq_of = {span["span_id"]: int(span["seq"]) for span in group}
-        for item in project_items(group, store.attachments_of(pk)):
+        try:
+            projected = project_items(group, store.attachments_of(pk))
+        except Exception:  # one bad conversation must not stop the feed of the others
+            logger.exception("spans of conversation %s could not be projected; left out of the feed", pk)
+            continue
+        for item in projected:
             items.append({**item, "seq": seq_of.get(item["span_id"], 0), "conversation": conversation})
     return items
 

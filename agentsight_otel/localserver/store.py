@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from ..jsondoc import dumps, dumps_str, loads
+from ..jsondoc import dumps, dumps_fast, dumps_str, loads
 from .timeutil import all_canonical, format_timestamp, parse_timestamp, utc_now
 
 _SCHEMA = """
@@ -89,7 +89,20 @@ _INSERT_SPAN = (
 
 
 class _Refused(Exception):
-    """A block failed the check of Store.ingest_checked: roll back."""
+    """A block failed the check of Store.ingest_checked, or its fast encoder: roll back."""
+
+
+def _encode_checked(value: Any) -> bytes:
+    """The encoder of Store.ingest_checked: orjson alone, without the standard-library fallback of `dumps`.
+
+    orjson refuses a document nested deeper than validate.MAX_DEPTH (the check before storing leaves nesting to
+    it, see validate.py) or holding an integer beyond 64 bits; the batch then takes the detailed path, which
+    refuses the first with a 400 and stores the second with `dumps`.
+    """
+    try:
+        return dumps_fast(value)
+    except TypeError:
+        raise _Refused from None
 
 
 @dataclass
@@ -133,8 +146,10 @@ def _decode_json(text: str | None, default: Any = None) -> Any:
     return default if text is None else loads(text)
 
 
-def _span_rows(pk: int, spans: list[dict[str, Any]], now: str) -> list[tuple[Any, ...]]:
-    """The spans-table rows of validated span dicts; the JSON columns are re-serialised compactly.
+def _span_rows(
+    pk: int, spans: list[dict[str, Any]], now: str, encode: Callable[[Any], bytes] = dumps
+) -> list[tuple[Any, ...]]:
+    """The spans-table rows of validated span dicts; the JSON columns are re-serialised compactly with `encode`.
 
     Written out inline (no _encode_json/dumps_str helpers): this runs for every span of every batch.
     """
@@ -150,9 +165,9 @@ def _span_rows(pk: int, spans: list[dict[str, Any]], now: str) -> list[tuple[Any
             span.get("ended_at"),
             span.get("duration_ms"),
             span.get("status") or "unset",
-            dumps(span.get("attributes") or {}).decode(),
-            dumps(span.get("events") or []).decode(),
-            None if (otel := span.get("otel")) is None else dumps(otel).decode(),
+            encode(span.get("attributes") or {}).decode(),
+            encode(span.get("events") or []).decode(),
+            None if (otel := span.get("otel")) is None else encode(otel).decode(),
             now,
         )
         for span in spans
@@ -361,12 +376,14 @@ class Store:
     # -- ingest and spans ----------------------------------------------------------------------------
 
     @staticmethod
-    def _insert_spans(conn: sqlite3.Connection, pk: int, spans: list[dict[str, Any]], now: str) -> int:
+    def _insert_spans(
+        conn: sqlite3.Connection, pk: int, spans: list[dict[str, Any]], now: str, encode: Callable[[Any], bytes]
+    ) -> int:
         """Insert spans with one prepared statement, ignoring ones already stored for this conversation; return
         how many were new (executemany sums the rows each insert changed)."""
         if not spans:
             return 0
-        return conn.executemany(_INSERT_SPAN, _span_rows(pk, spans, now)).rowcount
+        return conn.executemany(_INSERT_SPAN, _span_rows(pk, spans, now, encode)).rowcount
 
     def ingest(self, blocks: Iterable[dict[str, Any]], default_environment: str) -> IngestResult:
         """Store validated blocks in one transaction: upsert each conversation, then add its new spans.
@@ -381,8 +398,9 @@ class Store:
     def ingest_checked(
         self, blocks: Iterable[Any], default_environment: str, accept: Callable[[Any], bool]
     ) -> IngestResult | None:
-        """Like ingest, but each block must pass `accept` right before it is stored; the first one refused rolls
-        everything back and makes this return None (nothing stored). `blocks` may be a lazy iterator."""
+        """Like ingest, but each block must pass `accept` right before it is stored, and its spans' documents must
+        be ones orjson writes (see _encode_checked); the first one refused rolls everything back and makes this
+        return None (nothing stored). `blocks` may be a lazy iterator."""
         return self._ingest(blocks, default_environment, accept)
 
     def _ingest(
@@ -391,6 +409,7 @@ class Store:
         """Store the blocks in one transaction, block by block; None (and nothing stored) if `accept` refuses one."""
         result = IngestResult()
         now = utc_now()
+        encode = dumps if accept is None else _encode_checked
         try:
             with self._transaction() as conn:
                 for block in blocks:
@@ -398,13 +417,20 @@ class Store:
                         raise _Refused
                     result.conversations += 1
                     result.spans_received += len(block.get("spans") or ())
-                    result.spans_stored += self._store_block(conn, block, default_environment, now)
+                    result.spans_stored += self._store_block(conn, block, default_environment, now, encode)
                     del block  # let a consumed iterator (views) free the block before the next one is built
         except _Refused:
             return None
         return result
 
-    def _store_block(self, conn: sqlite3.Connection, block: dict[str, Any], default_environment: str, now: str) -> int:
+    def _store_block(
+        self,
+        conn: sqlite3.Connection,
+        block: dict[str, Any],
+        default_environment: str,
+        now: str,
+        encode: Callable[[Any], bytes],
+    ) -> int:
         """Upsert one block's conversation and insert its new spans; return how many spans were new."""
         spans = block.get("spans") or []
         conversation_id = block["conversation_id"]
@@ -416,7 +442,7 @@ class Store:
                 fields["environment"] = default_environment
         mark_used = any(span.get("kind") != "conversation" for span in spans)
         pk = self._upsert_conversation(conn, pk, conversation_id, fields, mark_used, now, block_activity(spans))
-        return self._insert_spans(conn, pk, spans, now)
+        return self._insert_spans(conn, pk, spans, now, encode)
 
     def spans_of(self, pk: int) -> list[dict[str, Any]]:
         """Return every stored span of a conversation in arrival order."""

@@ -38,9 +38,10 @@ def parse_timestamp(value: object) -> datetime | None:
             offset = timedelta(hours=int(off_h), minutes=int(off_m))
             tz = timezone(-offset if sign == "-" else offset)
         parsed = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0), micros, tzinfo=tz)
-    except ValueError:
+        # in UTC, 0001-01-01T00:00+01:00 falls before year 1 and 9999-12-31T23:59-01:00 after year 9999
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
         return None
-    return parsed.astimezone(timezone.utc)
 
 
 def format_timestamp(value: datetime) -> str:

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .timeutil import parse_timestamp
+from .validate import INT64_MAX, MAX_DEPTH, nests_deeper
 
 TOKEN_KEYS = (
     "input_tokens",
@@ -37,21 +38,33 @@ SortKey = tuple[Any, ...]
 
 
 def _parse_json(value: Any, default: Any) -> Any:
-    """Parse a JSON-string attribute; a missing or unparsable value gives the default."""
+    """Parse a JSON-string attribute; a missing or unparsable value gives the default.
+
+    These strings are stored as the client sent them, so one may nest too deeply for the decoder (RecursionError)
+    or for the encoders that show it later: a value nested deeper than the documents ingest accepts gives the
+    default too. A text of at most 2 * MAX_DEPTH characters cannot nest deeper, so only longer ones are walked.
+    """
     if not isinstance(value, str):
         return default
     try:
-        return json.loads(value)
-    except ValueError:
+        parsed = json.loads(value)
+    except (ValueError, RecursionError):
         return default
+    if len(value) > 2 * MAX_DEPTH and nests_deeper(parsed):
+        return default
+    return parsed
 
 
 def _as_int(value: Any) -> int:
-    """Read a token count leniently: missing or malformed values count as 0."""
+    """Read a token count leniently: missing, malformed or out-of-range values (beyond 0..2**63-1) count as 0.
+
+    The range keeps the sums small: a count of thousands of digits would overflow the int-to-text limit later.
+    """
     try:
-        return int(value or 0)
-    except (TypeError, ValueError):
+        number = int(value or 0)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
         return 0
+    return number if 0 <= number <= INT64_MAX else 0
 
 
 def _time_key(value: Any) -> tuple[int, datetime]:

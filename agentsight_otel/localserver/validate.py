@@ -12,11 +12,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..jsondoc import HAS_ORJSON
 from .timeutil import parse_timestamp
 
 MAX_FIELD_CHARS = 255
 MAX_TEXT_CHARS = 16_384
 MAX_LISTED_BLOCKS = 20
+# The deepest nesting of arrays and objects a stored document (metadata, a span's attributes, events or otel) may
+# have: what orjson writes (it refuses deeper documents), far below what the standard library's recursive encoder
+# and decoder survive, so every stored document can be written and read back with either.
+MAX_DEPTH = 254
+# duration_ms is stored in an SQLite column, which takes integers of 64 bits at most.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 BLOCK_KEYS = frozenset(
     {
@@ -35,6 +42,7 @@ BLOCK_KEYS = frozenset(
 OPTIONAL_STRING_FIELDS = ("customer_id", "device", "source", "language", "name")
 SPAN_STATUSES = frozenset({"unset", "ok", "error"})
 SPAN_TEXT_ATTRIBUTES = ("agentsight.tool.response", "agentsight.tool.error")
+SPAN_DOCUMENTS = ("attributes", "events", "otel")  # stored as JSON documents, limited to MAX_DEPTH
 EVENT_TEXT_ATTRIBUTES = ("agentsight.message.content",)
 
 _SPAN_ID_RE = re.compile(r"[0-9a-f]{16}")
@@ -51,6 +59,10 @@ NOT_OBJECT = "Expected a JSON object."
 UNKNOWN_FIELD = "Unknown field."
 NOT_BOOLEAN = "Must be a valid boolean."
 BAD_DATETIME = "Datetime has wrong format. Use ISO-8601."
+TOO_DEEP = f"Ensure this value has no more than {MAX_DEPTH} levels of nesting."
+NOT_NUMBER = "A valid number is required."
+TOO_BIG = f"Ensure this value is less than or equal to {INT64_MAX}."
+TOO_SMALL = f"Ensure this value is greater than or equal to {INT64_MIN}."
 
 Errors = dict[str, list[str]]
 
@@ -84,6 +96,35 @@ def _add(errors: Errors, key: str, message: str) -> None:
 def _type_name(value: object) -> str:
     """Name a value's type the way DRF messages do."""
     return type(value).__name__
+
+
+def shown(value: object) -> str:
+    """A client's value as text for an error message; one nested too deeply for str() is named by its type."""
+    try:
+        return str(value)
+    except RecursionError:  # str() of a list nested ~1000 levels, which orjson parses
+        return _type_name(value)
+
+
+_CONTAINERS = frozenset((dict, list))  # what a JSON parser builds arrays and objects with
+
+
+def nests_deeper(value: object, limit: int = MAX_DEPTH) -> bool:
+    """Tell whether a parsed JSON value has more than `limit` levels of arrays and objects (a scalar has none).
+
+    Walks one level at a time, without recursion: the value may be nested deeper than Python's recursion limit.
+    """
+    level: list[Any] = [value] if type(value) in _CONTAINERS else []  # the arrays and objects at this depth
+    for _ in range(limit):
+        if not level:
+            return False
+        level = [
+            child
+            for item in level
+            for child in (item.values() if type(item) is dict else item)
+            if type(child) in _CONTAINERS
+        ]
+    return bool(level)
 
 
 def extract_blocks(payload: object) -> list[Any]:
@@ -137,10 +178,12 @@ def check_environment(data: dict[str, Any], environments: Iterable[str], errors:
 
 
 def check_metadata(data: dict[str, Any], errors: Errors) -> None:
-    """Metadata must be an object when present; null is allowed."""
+    """Metadata must be an object when present, nested at most MAX_DEPTH levels; null is allowed."""
     value = data.get("metadata")
     if value is not None and not isinstance(value, dict):
         _add(errors, "metadata", NOT_OBJECT)
+    elif nests_deeper(value):
+        _add(errors, "metadata", TOO_DEEP)
 
 
 def check_conversation_fields(data: dict[str, Any], environments: Iterable[str], errors: Errors) -> None:
@@ -237,6 +280,24 @@ def _check_events(span: dict[str, Any], errors: Errors, prefix: str) -> None:
             _check_long_texts(attributes, EVENT_TEXT_ATTRIBUTES, errors, where)
 
 
+def _check_duration(span: dict[str, Any], errors: Errors, prefix: str) -> None:
+    """duration_ms is an optional number; an integer must fit the 64 bits SQLite stores."""
+    duration = span.get("duration_ms")
+    if duration is None:
+        return
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)):
+        _add(errors, f"{prefix}.duration_ms", NOT_NUMBER)
+    elif isinstance(duration, int) and duration > INT64_MAX:
+        _add(errors, f"{prefix}.duration_ms", TOO_BIG)
+    elif isinstance(duration, int) and duration < INT64_MIN:
+        _add(errors, f"{prefix}.duration_ms", TOO_SMALL)
+
+
+def _span_nests_too_deep(span: dict[str, Any]) -> bool:
+    """Tell whether one of the span's stored documents nests deeper than MAX_DEPTH."""
+    return any(nests_deeper(span.get(key)) for key in SPAN_DOCUMENTS)
+
+
 def _check_span(span: object, errors: Errors, prefix: str) -> None:
     """Validate one span dict against the 2.1 span shape."""
     if not isinstance(span, dict):
@@ -249,12 +310,10 @@ def _check_span(span: object, errors: Errors, prefix: str) -> None:
     _check_span_text(span, "name", errors, prefix)
     _check_optional_timestamp(span, "started_at", errors, prefix)
     _check_optional_timestamp(span, "ended_at", errors, prefix)
-    duration = span.get("duration_ms")
-    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))):
-        _add(errors, f"{prefix}.duration_ms", "A valid number is required.")
+    _check_duration(span, errors, prefix)
     status = span.get("status", "unset")
     if not isinstance(status, str) or status not in SPAN_STATUSES:
-        _add(errors, f"{prefix}.status", f'"{status}" is not a valid choice.')
+        _add(errors, f"{prefix}.status", f'"{shown(status)}" is not a valid choice.')
     attributes = span.get("attributes", {})
     if not isinstance(attributes, dict):
         _add(errors, f"{prefix}.attributes", NOT_OBJECT)
@@ -264,13 +323,19 @@ def _check_span(span: object, errors: Errors, prefix: str) -> None:
     otel = span.get("otel")
     if otel is not None and not isinstance(otel, dict):
         _add(errors, f"{prefix}.otel", NOT_OBJECT)
+    for key in SPAN_DOCUMENTS:
+        if nests_deeper(span.get(key)):
+            _add(errors, f"{prefix}.{key}", TOO_DEEP)
 
 
 # -- fast path -------------------------------------------------------------------------------------------
 # Almost every span a client sends is valid, and the detailed checks above cost a dozen calls and f-strings per
 # span. These predicates answer "certainly valid?" with a few type checks inline; whenever they say no, the
 # detailed checks run and produce the messages. They must never say yes where a detailed check would complain
-# (tests/test_localserver_fastpath.py compares the two).
+# (tests/test_localserver_fastpath.py compares the two), with one exception: _span_is_clean does not measure how
+# deeply a span's documents nest (MAX_DEPTH), as walking them would add about a tenth to the fast path's time.
+# With orjson, the store's fast encoder refuses deeper documents itself and hands the batch to the detailed checks
+# (Store.ingest_checked); without orjson, block_is_clean walks them.
 
 _is_span_id = _SPAN_ID_RE.fullmatch
 _is_trace_id = _TRACE_ID_RE.fullmatch
@@ -313,8 +378,9 @@ def _span_is_clean(span: object) -> bool:
         return False
     if ended is not None and parse_timestamp(ended) is None:
         return False
-    if duration is not None and type(duration) is not float and type(duration) is not int:  # bool is not a number
-        return False
+    if duration is not None and type(duration) is not float:  # bool is not a number; an int must fit 64 bits
+        if type(duration) is not int or not INT64_MIN <= duration <= INT64_MAX:
+            return False
     status, attributes, otel = get("status", "unset"), get("attributes", {}), get("otel")
     if type(status) is not str or status not in SPAN_STATUSES or (otel is not None and type(otel) is not dict):
         return False
@@ -340,7 +406,12 @@ def block_is_clean(block: object, environments: tuple[str, ...]) -> bool:
     spans = block.get("spans")
     if spans is None:
         return True
-    return type(spans) is list and all(map(_span_is_clean, spans))
+    if type(spans) is not list or not all(map(_span_is_clean, spans)):
+        return False
+    # See the note above _is_span_id. A span's documents sit two levels down the spans list; one walk over the list
+    # costs less than one per document (a clean span's other fields are scalars; a deep unknown key only sends the
+    # block to the detailed checks, which look at the documents alone).
+    return HAS_ORJSON or not nests_deeper(spans, MAX_DEPTH + 2)
 
 
 def _check_spans(block: dict[str, Any], errors: Errors) -> None:
@@ -352,7 +423,8 @@ def _check_spans(block: dict[str, Any], errors: Errors) -> None:
         _add(errors, "spans", f'Expected a list of items but got type "{_type_name(spans)}".')
         return
     for index, span in enumerate(spans):
-        if not _span_is_clean(span):  # only a span that may be wrong pays for the detailed check
+        # only a span that may be wrong pays for the detailed check (the fast one does not measure nesting)
+        if not _span_is_clean(span) or _span_nests_too_deep(span):
             _check_span(span, errors, f"spans[{index}]")
 
 
@@ -375,7 +447,7 @@ def raw_conversation_id(block: object) -> str:
     if not isinstance(block, dict) or block.get("conversation_id") is None:
         return ""
     value = block["conversation_id"]
-    return value if isinstance(value, str) else str(value)
+    return value if isinstance(value, str) else shown(value)
 
 
 def validate_ingest(payload: object, environments: Iterable[str]) -> list[BlockRejection]:

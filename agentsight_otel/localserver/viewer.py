@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from . import feed, views
 from .bodies import media_type
@@ -34,6 +35,8 @@ from .transcript import build_transcript, count_items, project_items, token_usag
 from .viewer_assets import FAVICON_SVG, VIEWER_CSS, VIEWER_JS
 from .viewer_auth import COOKIE_NAME, SESSION_SECONDS, VIEWER_ROLE, ViewerAccess, parse_cookies
 from .views import ApiError, Request, Response, ServerState, json_response
+
+logger = logging.getLogger("agentsight_otel.localserver")
 
 LIST_LIMIT = 200
 CSP = (
@@ -47,6 +50,9 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+# What a Location header keeps as it is: printable ASCII (`%` too, so escapes are not escaped twice). http.server
+# writes headers as Latin-1, so anything else (a next=/中 path) is percent-encoded as UTF-8.
+_LOCATION_SAFE = "".join(chr(code) for code in range(0x21, 0x7F))
 HOST_NOT_ALLOWED = (
     "This viewer needs no key because the server is bound to loopback, so it answers only to loopback host names "
     "(DNS rebinding guard): open it as http://127.0.0.1:<port>/ or http://localhost:<port>/."
@@ -237,12 +243,9 @@ def _haystack(row: dict[str, Any], items: list[dict[str, Any]]) -> str:
     return "\n".join(parts).casefold()
 
 
-def _summary(store: Store, row: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """One list row (display strings) and its search text."""
-    items = project_items(store.spans_of(row["id"]), store.attachments_of(row["id"]))
-    counts = count_items(items)
-    tokens = token_usage_summary(items)["total"]["total_tokens"]
-    summary = {
+def _list_row(row: dict[str, Any], messages: str, actions: str, tokens: str) -> dict[str, Any]:
+    """One list row as display strings."""
+    return {
         "pk": row["id"],
         "href": f"/conversations/{row['id']}/",
         "conversation_id": _text(row["conversation_id"]),
@@ -250,11 +253,27 @@ def _summary(store: Store, row: dict[str, Any]) -> tuple[dict[str, Any], str]:
         "customer": _text(row.get("customer_id")),
         "environment": _text(row.get("environment")),
         "last_activity": stamp(row.get("last_activity") or row.get("updated_at")),
-        "messages": str(counts["messages"]),
-        "actions": str(counts["actions"]),
-        "tokens": str(tokens),
+        "messages": messages,
+        "actions": actions,
+        "tokens": tokens,
     }
-    return summary, _haystack(row, items)
+
+
+def _summary(store: Store, row: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """One list row (display strings) and its search text.
+
+    A conversation whose spans cannot be projected is listed with "?" counts (and logged), so that one bad
+    conversation does not fail the page listing the others.
+    """
+    try:
+        items = project_items(store.spans_of(row["id"]), store.attachments_of(row["id"]))
+        counts = count_items(items)
+        tokens = token_usage_summary(items)["total"]["total_tokens"]
+        summary = _list_row(row, str(counts["messages"]), str(counts["actions"]), str(tokens))
+        return summary, _haystack(row, items)
+    except Exception:
+        logger.exception("conversation %s could not be projected; listed without its counts", row["id"])
+        return _list_row(row, "?", "?", "?"), _haystack(row, [])
 
 
 def list_conversations(state: ServerState, query: str) -> dict[str, Any]:
@@ -489,6 +508,7 @@ def html_response(status: int, text: str, headers: dict[str, str] | None = None)
 
 
 def _redirect(location: str, headers: dict[str, str] | None = None) -> Response:
+    location = quote(location, safe=_LOCATION_SAFE)
     return Response(303, b"", "text/plain; charset=utf-8", {"Location": location, **PAGE_HEADERS, **(headers or {})})
 
 
@@ -509,6 +529,13 @@ def _require_page(request: Request) -> Response | None:
     if request.role == VIEWER_ROLE:
         return None
     return _redirect("/login/?" + urlencode({"next": _here(request)}))
+
+
+def _refuse_cross_origin(request: Request, action: str) -> None:
+    """A form POST from another site's page carries its Origin: refuse it (a cookie alone is no intent)."""
+    origin = request.headers.get("origin")
+    if origin and origin != "null" and origin.rstrip("/") != request.base_url:
+        raise ApiError(403, {"detail": f"Cross-origin {action} refused."})
 
 
 def _require_json(request: Request) -> None:
@@ -590,9 +617,7 @@ def login(state: ServerState, request: Request) -> Response:
         if request.role == VIEWER_ROLE:
             return _redirect(next_path)
         return html_response(200, login_html(next_path, failed=False))
-    origin = request.headers.get("origin")
-    if origin and origin != "null" and origin.rstrip("/") != request.base_url:
-        raise ApiError(403, {"detail": "Cross-origin sign-in refused."})
+    _refuse_cross_origin(request, "sign-in")
     if media_type(request.content_type) != "application/x-www-form-urlencoded":
         raise ApiError(415, {"detail": "Send the key form (application/x-www-form-urlencoded)."})
     form = parse_qs(request.body.decode("utf-8", "replace"), keep_blank_values=True)
@@ -608,7 +633,8 @@ def login(state: ServerState, request: Request) -> Response:
 
 
 def logout(state: ServerState, request: Request) -> Response:
-    """`POST /logout/`: end the session and forget the cookie."""
+    """`POST /logout/`: end the session and forget the cookie (not at another site's request)."""
+    _refuse_cross_origin(request, "sign-out")
     _access(state).end_session(parse_cookies(request.headers.get("cookie")).get(COOKIE_NAME))
     cookie = f"{COOKIE_NAME}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
     return _redirect("/login/" if not _access(state).open else "/", {"Set-Cookie": cookie})

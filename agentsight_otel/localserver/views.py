@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,20 +17,25 @@ from .store import CONVERSATION_FIELDS, FILTERABLE_FIELDS, IngestResult, NewFile
 from .timeutil import parse_timestamp
 from .transcript import build_transcript, conversation_json, project_items
 from .validate import (
+    INT64_MAX,
     MAX_FIELD_CHARS,
     EnvelopeError,
     block_is_clean,
     extract_blocks,
     rejection_body,
+    shown,
     validate_ingest,
     validate_legacy_conversation,
 )
 from .viewer_auth import ViewerAccess
 
+logger = logging.getLogger("agentsight_otel.localserver")
+
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 100
 ATTACHMENT_SENDERS = ("end_user", "agent")
-_MIME_RE = re.compile(r"[\w!#$&^.+-]+/[\w!#$&^.+-]+")
+# ASCII only: the type is sent back as the download's Content-Type header, which http.server writes as Latin-1
+_MIME_RE = re.compile(r"[\w!#$&^.+-]+/[\w!#$&^.+-]+", re.ASCII)
 _SPAN_ID_RE = re.compile(r"[0-9a-f]{16}")
 
 
@@ -135,6 +141,16 @@ def render_conversation(store: Store, row: dict[str, Any]) -> dict[str, Any]:
     return conversation_json(row, items)
 
 
+def _render_listed(store: Store, row: dict[str, Any]) -> dict[str, Any]:
+    """render_conversation for a page that lists many: a conversation whose spans cannot be projected is listed
+    with zero counts (and logged), so that one bad conversation does not fail the page listing the others."""
+    try:
+        return render_conversation(store, row)
+    except Exception:
+        logger.exception("conversation %s could not be projected; listed without its counts", row["id"])
+        return conversation_json(row, [])
+
+
 # -- /api/me/ -----------------------------------------------------------------------------------------
 
 
@@ -231,10 +247,13 @@ def _validate_then_store(state: ServerState, request: Request) -> IngestResult:
 
 
 def _positive_int(value: str | None) -> int | None:
-    """Parse a strictly positive integer query value, or return None."""
+    """Parse a strictly positive integer query value, or return None.
+
+    More than 18 digits read as 10**18: beyond every limit here, and int() refuses texts of over 4,300 digits.
+    """
     if value is None or not (value.isascii() and value.isdigit()):
         return None
-    number = int(value)
+    number = int(value) if len(value.lstrip("0")) <= 18 else 10**18
     return number if number > 0 else None
 
 
@@ -252,7 +271,7 @@ def list_conversations(state: ServerState, request: Request) -> Response:
     page_size = min(_positive_int(request.param("page_size")) or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     raw_page = request.param("page")
     page = 1 if raw_page is None else _positive_int(raw_page)
-    if page is None:
+    if page is None or (page - 1) * page_size > INT64_MAX:  # SQLite takes an offset of 64 bits at most
         raise not_found("Invalid page.")
     filters = {key: value for key in FILTERABLE_FIELDS if (value := request.param(key)) is not None}
     count, rows = state.store.list_conversations(filters, page_size, (page - 1) * page_size)
@@ -264,7 +283,7 @@ def list_conversations(state: ServerState, request: Request) -> Response:
             "count": count,
             "next": _page_link(request, page + 1) if page * page_size < count else None,
             "previous": _page_link(request, page - 1) if page > 1 else None,
-            "results": [render_conversation(state.store, row) for row in rows],
+            "results": [_render_listed(state.store, row) for row in rows],
         },
     )
 
@@ -332,7 +351,7 @@ class Upload:
 def _check_mode(mode: Any, accepted: tuple[str, ...]) -> None:
     """The optional `mode` field must match the body encoding."""
     if mode is not None and mode not in accepted:
-        raise ApiError(400, {"mode": [f'"{mode}" is not a valid choice.']})
+        raise ApiError(400, {"mode": [f'"{shown(mode)}" is not a valid choice.']})
 
 
 def _check_file_fields(index: int, filename: Any, mime_type: Any) -> None:
@@ -390,9 +409,9 @@ def _form_upload(request: Request) -> Upload:
     _check_mode(fields.get("mode"), ("form_data", "form-data"))
     metadata: Any = None
     if fields.get("metadata"):
-        try:
-            metadata = json.loads(fields["metadata"])
-        except ValueError as exc:
+        try:  # as strict as a JSON body: json.loads alone raises RecursionError on "[" * 100000
+            metadata = parse_json(fields["metadata"].encode("utf-8"))
+        except BadBody as exc:
             raise ApiError(400, {"metadata": ["Value must be valid JSON."]}) from exc
     files = []
     for index, part in enumerate(parts):
@@ -438,15 +457,19 @@ def _check_upload_fields(state: ServerState, upload: Upload, row: dict[str, Any]
     if not upload.files:
         raise ApiError(400, {"attachments": ["Attachments list cannot be empty"]})
     if upload.sender is not None and upload.sender not in ATTACHMENT_SENDERS:
-        raise ApiError(400, {"sender": [f'"{upload.sender}" is not a valid choice.']})
+        raise ApiError(400, {"sender": [f'"{shown(upload.sender)}" is not a valid choice.']})
     if upload.metadata is not None and not isinstance(upload.metadata, dict):
         raise ApiError(400, {"metadata": ["Expected a JSON object."]})
     if upload.timestamp is not None and parse_timestamp(upload.timestamp) is None:
         raise ApiError(400, {"timestamp": ["Datetime has wrong format. Use ISO-8601."]})
-    if upload.message is None or upload.message == "":
+    message = upload.message
+    if message is None or message == "":
         return None
-    message = str(upload.message)
-    if _SPAN_ID_RE.fullmatch(message) is None or not state.store.span_exists(row["id"], message):
+    if type(message) is int:  # a span id of digits only, sent as a number
+        message = str(message)
+    if not isinstance(message, str) or _SPAN_ID_RE.fullmatch(message) is None:  # never str() a nested list
+        raise not_found("Message not found.")
+    if not state.store.span_exists(row["id"], message):
         raise not_found("Message not found.")
     return message
 
