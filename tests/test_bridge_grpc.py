@@ -49,6 +49,18 @@ def test_grpc_auth_and_unavailable():
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE  # retried by OTLP/gRPC senders
 
 
+def test_an_undecodable_grpc_message_is_invalid_argument():
+    with running_bridge(grpc_port=0) as bridge:
+        channel = grpc.insecure_channel(f"127.0.0.1:{bridge.grpc_port}")
+        try:
+            export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+            with pytest.raises(grpc.RpcError) as caught:
+                export(b"\xff\xff\xff\xff", timeout=10)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        finally:
+            channel.close()
+
+
 def test_grpc_message_size_cap():
     with running_bridge(grpc_port=0, max_decompressed_bytes=2000) as bridge:
         channel, stub = _stub(bridge)

@@ -12,24 +12,32 @@ from concurrent import futures
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 if TYPE_CHECKING:
     from .app import Bridge
 
 
-class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+
+
+class _TraceService:
     def __init__(self, bridge: Bridge) -> None:
         self._bridge = bridge
 
-    def Export(  # noqa: N802 - the generated service's method name
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
+    def Export(self, body: bytes, context: Any) -> trace_service_pb2.ExportTraceServiceResponse:  # noqa: N802
+        """The request arrives as bytes and is parsed here, after the token check: an undecodable message is the
+        sender's INVALID_ARGUMENT, where grpcio's own deserializer would answer INTERNAL."""
         bridge = self._bridge
         with bridge.tracked():
             metadata = {key.lower(): value for key, value in context.invocation_metadata() if isinstance(value, str)}
             if not bridge.authorized(metadata.get):
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bridge token is required")
+            try:
+                request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+            except DecodeError:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the message is not an ExportTraceServiceRequest")
             answer = bridge.ingest(request)
             if answer.status != 200:
                 if answer.retry_after is not None:
@@ -54,7 +62,12 @@ def start_grpc(bridge: Bridge, host: str, port: int) -> tuple[Any, int]:
         ],
         maximum_concurrent_rpcs=bridge.settings.max_connections,
     )
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(bridge), server)
+    export = grpc.unary_unary_rpc_method_handler(
+        _TraceService(bridge).Export,
+        request_deserializer=None,  # bytes: parsed in Export
+        response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, {"Export": export}),))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = server.add_insecure_port(address)
     if not bound:
