@@ -32,6 +32,7 @@ ENV_SPOOL_MAX_BYTES = "AGENTSIGHT_SPOOL_MAX_BYTES"
 ENV_MAX_REQUEST_BYTES = "AGENTSIGHT_MAX_REQUEST_BYTES"
 ENV_EXIT_TIMEOUT = "AGENTSIGHT_EXIT_TIMEOUT"
 ENV_TRACE_HOLD = "AGENTSIGHT_TRACE_HOLD_SECONDS"
+ENV_CONVERSATION_ID = "AGENTSIGHT_CONVERSATION_ID"
 DEFAULT_TRACE_HOLD_S = 10.0
 DEFAULT_SPOOL_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
@@ -240,6 +241,13 @@ def configured_environment() -> str | None:
         return None
     slug = value.strip().lower()
     return ENVIRONMENT_ALIASES.get(slug, slug)
+
+
+def configured_conversation_id() -> str | None:
+    """``AGENTSIGHT_CONVERSATION_ID`` (or its ``.env`` entry), stripped: the conversation tracked into when none
+    was chosen (as in 0.0.x); ``None`` when unset."""
+    value = _lookup(ENV_CONVERSATION_ID, _dotenv_values())
+    return value.strip() if value is not None else None
 
 
 def apply_log_level(level: str | None) -> None:

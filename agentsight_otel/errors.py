@@ -1,6 +1,10 @@
-"""Exceptions, named as AgentSight's 0.0.x SDK named them so existing ``except`` clauses keep working.
+"""Exceptions, named and arranged as AgentSight's 0.0.x SDK had them, so existing ``except`` clauses keep working.
 
-Validation errors also subclass :class:`ValueError`: they mean an argument was wrong.
+The hierarchy is the legacy one: :class:`ConversationTrackingException` covers the invalid-data, network and API
+errors; :class:`MissingConversationIdException`, :class:`NoDataToSendException` and
+:class:`InvalidAttachmentException` stand beside it. Every one is also an :class:`AgentSightError`, and those
+that mean an argument was wrong are also :class:`ValueError`. A few legacy names are kept only so that imports
+and ``except`` clauses written for 0.0.x still work; the notes say which are never raised.
 """
 
 from __future__ import annotations
@@ -22,30 +26,30 @@ class InvalidApiKeyException(AgentSightError, ValueError):
 
 
 class ConversationTrackingException(AgentSightError):
-    """Base class of the tracker's errors."""
+    """Base class of the tracker's data, network and API errors."""
 
 
 class InvalidConversationDataException(ConversationTrackingException, ValueError):
     """A tracked item is missing a required field or has a wrong one."""
 
 
-class InvalidQuestionDataException(InvalidConversationDataException):
-    """A human message is blank."""
+class InvalidQuestionDataException(ConversationTrackingException, ValueError):
+    """A human message is blank (a sibling of InvalidConversationDataException, as in 0.0.x)."""
 
 
-class InvalidAnswerDataException(InvalidConversationDataException):
-    """An agent message is blank."""
+class InvalidAnswerDataException(ConversationTrackingException, ValueError):
+    """An agent message is blank (a sibling of InvalidConversationDataException, as in 0.0.x)."""
 
 
-class MissingConversationIdException(InvalidConversationDataException):
+class MissingConversationIdException(AgentSightError, ValueError):
     """A conversation id is blank (None, "", whitespace or 0)."""
 
 
-class InvalidAttachmentException(ConversationTrackingException, ValueError):
+class InvalidAttachmentException(AgentSightError, ValueError):
     """An attachment list or one of its files is malformed."""
 
 
-class NoDataToSendException(ConversationTrackingException):
+class NoDataToSendException(AgentSightError):
     """``send_tracked_data`` was called for a conversation with nothing tracked."""
 
 
@@ -58,5 +62,33 @@ class ConversationApiException(ConversationTrackingException):
         self.response_data = response_data
 
 
+class NotFoundException(ConversationApiException):
+    """HTTP 404. Kept for 0.0.x ``except`` clauses: tracking never raises for what AgentSight answers."""
+
+
+class UnauthorizedException(ConversationApiException):
+    """HTTP 401. Kept for 0.0.x ``except`` clauses: a rejected key is reported in send reports and logged once."""
+
+
+class ForbiddenException(ConversationApiException):
+    """HTTP 403. Kept for 0.0.x ``except`` clauses: a rejected key is reported in send reports and logged once."""
+
+
 class ConversationNetworkException(ConversationTrackingException):
     """AgentSight could not be reached."""
+
+
+class NoConversationIdException(AgentSightError):
+    """Kept for 0.0.x imports: without a conversation the tracker generates an id instead of raising."""
+
+
+class ApiServerException(AgentSightError):
+    """Kept for 0.0.x imports: server errors are retried and spooled, never raised from tracking calls."""
+
+
+class AgentSightClientNotInitializedException(AgentSightError):
+    """Kept for 0.0.x imports: the tracker works unconfigured and reports a missing key when it sends."""
+
+
+class AgentSightApiJwtExpiredException(AgentSightError):
+    """Kept for 0.0.x imports: this package authenticates with API keys only."""

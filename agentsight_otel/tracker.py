@@ -36,7 +36,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, T
 
 from . import semconv as sc
 from .attachments import normalize_mode, pending_attachments, process_attachments
-from .config import UNSET, check_api_key, configured_environment, normalize_endpoint
+from .config import UNSET, check_api_key, configured_conversation_id, configured_environment, normalize_endpoint
 from .errors import (
     InvalidAnswerDataException,
     InvalidConversationDataException,
@@ -424,7 +424,8 @@ class ConversationTracker:
             self._current = conversation_id
 
     def _resolve(self, conversation_id: Any = None) -> str:
-        """Explicit id > the ``conversation()`` scope > the current conversation > a new generated one."""
+        """Explicit id > the ``conversation()`` scope > the current conversation > ``AGENTSIGHT_CONVERSATION_ID``
+        > a new generated one."""
         if conversation_id is not None:
             return _conversation_id(conversation_id)
         scope = _scope.get()
@@ -435,8 +436,14 @@ class ConversationTracker:
             return current
         with self._lock:
             if self._current is None:
-                self._current = generate_conversation_id()
-                logger.info("no conversation chosen; tracking into generated conversation %s", self._current)
+                configured = configured_conversation_id()
+                if configured is not None and len(configured) <= MAX_FIELD:
+                    self._current = configured
+                else:
+                    if configured is not None:
+                        logger.warning("AGENTSIGHT_CONVERSATION_ID is longer than %d characters; ignored", MAX_FIELD)
+                    self._current = generate_conversation_id()
+                    logger.info("no conversation chosen; tracking into generated conversation %s", self._current)
             return self._current
 
     def get_conversation_id(self) -> str | None:
@@ -603,7 +610,11 @@ class ConversationTracker:
         return self._env_default
 
     def _record_conversation(self, cid: str, fields: dict[str, Any], *, is_used: bool) -> None:
-        fields = dict(fields, environment=fields.get("environment") or self._default_environment())
+        # The environment given, else the one this conversation already has here, else the default: calling
+        # get_or_create_conversation again without it must not move a production conversation to development.
+        with self._lock:
+            known = self._known_fields.get(cid, {}).get("environment")
+        fields = dict(fields, environment=fields.get("environment") or known or self._default_environment())
         data = {
             "conversation_id": cid,
             **{k: v for k, v in fields.items() if k != "metadata"},
@@ -714,7 +725,8 @@ class ConversationTracker:
         error = InvalidQuestionDataException if sender == "end_user" else InvalidAnswerDataException
         content = _required_text(message, "message", error)
         meta = _metadata(metadata)
-        files = process_attachments(attachments, normalize_mode(mode)) if attachments is not None else None
+        # As in 0.0.x (`if attachments:`): an empty list means no files, and the mode is not looked at.
+        files = process_attachments(attachments, normalize_mode(mode)) if attachments else None
         cid = self._resolve(conversation_id)
         data: Any = (_MESSAGE, content, sender, cid, dict(metadata) if metadata else None)  # see _summary_data
         if files is not None:
@@ -821,8 +833,8 @@ class ConversationTracker:
             ("ended_at", ended_at),
             ("duration_ms", duration_ms),
             ("tools_used", tools_used),
-            ("response", response),
-            ("error_msg", error_msg),
+            ("response", None if response == "" else response),
+            ("error_msg", error_text),  # blank counts as not set, as on the span
         ):
             if value is not None:
                 data[key] = value
@@ -901,7 +913,8 @@ class ConversationTracker:
             sc.LLM_TOTAL_TOKENS: counts["total_tokens"],
             sc.LLM_EMBEDDING_TOKENS: counts["embedding_tokens"],
         }
-        data = {"action_name": "token_usage", "conversation_id": cid, "metadata": dict(counts, model=model_name)}
+        usage = dict(counts, model=model_name) if model_name is not None else dict(counts)  # 0.0.x: the counts only
+        data = {"action_name": "token_usage", "conversation_id": cid, "metadata": usage}
         self._add(cid, "action", sc.EVENT_TOKEN_USAGE, _present(attrs), data)
 
     def get_token_usage(self, *, conversation_id: Any = None) -> dict[str, int]:
@@ -1149,8 +1162,8 @@ def _preview(item_type: str, d: dict[str, Any]) -> dict[str, Any]:
         return {
             "action_name": d.get("action_name"),
             "duration_ms": d.get("duration_ms"),
-            "has_error": d.get("error_msg") is not None,
-            "has_response": d.get("response") is not None,
+            "has_error": bool(d.get("error_msg")),  # truthiness, as 0.0.x
+            "has_response": bool(d.get("response")),
         }
     if item_type == "button":
         return {"label": d.get("label"), "value": d.get("value"), "event": d.get("button_event")}

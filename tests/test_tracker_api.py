@@ -158,9 +158,73 @@ def test_attachment_validation(t, attachments, mode, error, text):
     t.get_or_create_conversation("c")
     with pytest.raises(error, match=text):
         t.track_attachments(attachments, mode=mode)
-    with pytest.raises(error, match=text):
-        t.track_human_message("with files", attachments=attachments, attachment_mode=mode)
+    if attachments:
+        with pytest.raises(error, match=text):
+            t.track_human_message("with files", attachments=attachments, attachment_mode=mode)
     assert _total(t) == 1
+
+
+def test_a_message_with_an_empty_attachment_list_is_a_plain_message(t):
+    # As in 0.0.x (`if attachments:`): code passing `attachments=files` with no files must keep working.
+    t.get_or_create_conversation("c")
+    t.track_human_message("no files", attachments=[], attachment_mode="zip")  # the mode is not looked at either
+    t.track_agent_message("none either", attachments=())
+    items = t.get_tracked_data_summary()["items"]
+    assert [i["type"] for i in items] == ["conversation", "question", "answer"]
+    assert "attachments" not in items[1]["data"] and items[1]["data"]["content"] == "no files"
+
+
+def test_action_previews_and_token_usage_keep_the_legacy_shapes(t):
+    t.get_or_create_conversation("c")
+    t.track_action("lookup", response="", error_msg="")  # blank counts as not set
+    t.track_token_usage(prompt_tokens=3)
+    t.track_token_usage(prompt_tokens=1, model="gpt-4o-mini")
+    items = t.get_tracked_data_summary()["items"]
+    assert items[1]["preview"]["has_error"] is False and items[1]["preview"]["has_response"] is False
+    assert "error_msg" not in items[1]["data"] and "response" not in items[1]["data"]
+    counts = {"prompt_tokens", "completion_tokens", "total_tokens", "embedding_tokens"}
+    assert set(items[2]["data"]["metadata"]) == counts
+    assert items[3]["data"]["metadata"]["model"] == "gpt-4o-mini"
+
+
+def test_the_configured_conversation_id_is_the_default_conversation(monkeypatch):
+    monkeypatch.setenv("AGENTSIGHT_CONVERSATION_ID", " env-conv-7 ")
+    t = ConversationTracker()
+    t.track_human_message("hi")  # no conversation chosen: the configured one, as in 0.0.x
+    assert t.get_conversation_id() == "env-conv-7"
+    t.get_or_create_conversation("chosen")
+    assert t.get_conversation_id() == "chosen"
+    t._buckets.clear()  # nothing to send (as the t fixture does)
+
+
+def test_a_conversation_called_again_without_an_environment_keeps_its_own(t):
+    t.get_or_create_conversation("envp", environment="production")
+    t.track_human_message("a")
+    t.get_or_create_conversation("envp")  # resumed later in the same process: not moved to development
+    items = t.get_tracked_data_summary()["items"]
+    assert [i["data"]["environment"] for i in items if i["type"] == "conversation"] == ["production", "production"]
+
+
+def test_exceptions_keep_the_legacy_names_and_hierarchy():
+    from agentsight_otel import errors
+
+    tracking = errors.ConversationTrackingException
+    for name in ("InvalidConversationDataException", "InvalidQuestionDataException", "InvalidAnswerDataException"):
+        assert issubclass(getattr(errors, name), tracking) and issubclass(getattr(errors, name), ValueError)
+    assert not issubclass(errors.InvalidQuestionDataException, errors.InvalidConversationDataException)
+    assert not issubclass(errors.MissingConversationIdException, tracking)
+    for name in ("NotFoundException", "UnauthorizedException", "ForbiddenException"):
+        assert issubclass(getattr(errors, name), errors.ConversationApiException)
+    for name in (
+        "NoApiKeyException",
+        "NoConversationIdException",
+        "ApiServerException",
+        "AgentSightClientNotInitializedException",
+        "AgentSightApiJwtExpiredException",
+        "NoDataToSendException",
+        "InvalidAttachmentException",
+    ):
+        assert issubclass(getattr(errors, name), errors.AgentSightError)
 
 
 def test_attachment_modes_and_aliases(t):
