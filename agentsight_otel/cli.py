@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .config import redact_keys
 from .spool import Spool
 from .version import __version__
 
@@ -95,14 +96,14 @@ def _spool_cmd(args: argparse.Namespace) -> int:
                 f"  waiting:    {stats.entries} entr{'y' if stats.entries == 1 else 'ies'}, {stats.bytes} bytes, "
                 f"{stats.conversations} conversation(s), oldest {_age(stats.oldest)}"
             )
-            print(f"  last error: {stats.last_error or '-'}")
+            print(f"  last error: {redact_keys(stats.last_error or '-')}")  # written by any earlier version
             print(f"  refused:    {stats.dead} dead letter(s), {stats.dead_bytes} bytes")
             print(f"  dropped:    {stats.dropped_entries} entr(ies), {stats.dropped_bytes} bytes (spool was full)")
         elif args.action == "dead":
             for dead in spool.dead_letters(limit=args.limit):
                 print(
                     f"  #{dead.id} {dead.kind} conversation={dead.conversation_id} status={dead.status} "
-                    f"{dead.size}B: {dead.reason}"
+                    f"{dead.size}B: {redact_keys(dead.reason or '')}"
                 )
         elif args.action == "requeue":
             print(f"  moved {spool.requeue_dead()} dead letter(s) back into the queue")
@@ -362,8 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except ValueError as exc:  # a setting from the environment or a .env file that cannot be used (key, endpoint)
-        if args.verbose:
+    except ValueError as exc:  # spool: a setting from the environment or a .env file that cannot be used
+        if args.verbose or args.command != "spool":  # other commands check their settings themselves
             raise
         print(f"agentsight-otel {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -396,7 +396,9 @@ class Delivery:
         delivered = bool(outcomes) and all(o is not None and o.delivered for o in outcomes)
         first_error = next((o.error for o in outcomes if o is not None and not o.delivered), None)
         spooled = any(o is not None and o.spooled for o in outcomes)
-        result.outcomes[id(whole)] = Outcome(delivered, first_error, None, spooled)
+        failed = [o for o in outcomes if o is None or not o.delivered]
+        refused = bool(failed) and not spooled and all(o is not None and o.refused for o in failed)
+        result.outcomes[id(whole)] = Outcome(delivered, first_error, None, spooled, refused)
 
     def _upload(self, unit: Unit, deadline: float | None, result: _Result) -> None:
         """An attachment upload: look up the conversation's pk, then POST the files."""

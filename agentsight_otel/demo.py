@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 from .config import ENV_SPOOL_DIR, resolve_settings
+from .errors import InvalidApiKeyException
 from .tracker import ConversationTracker
 
 INVOICE = b"%PDF-1.4\n% demo invoice for order 1042\n"
@@ -117,8 +118,9 @@ def run(print_: Callable[[str], None] = print, keep_serving: bool = False) -> in
     """Run the demo; returns a process exit code (0 when every item was delivered, 2 for a malformed key)."""
     try:
         key = resolve_settings().api_key  # from the environment or a .env file
-    except ValueError as exc:  # a set but malformed key: going local instead would hide it
-        print_(f"AGENTSIGHT_API_KEY is set but unusable: {exc}. Fix it, or unset it to run against a local server.")
+    except ValueError as exc:  # a setting is set but unusable: going local instead would hide it
+        what = "AGENTSIGHT_API_KEY is" if isinstance(exc, InvalidApiKeyException) else "an AGENTSIGHT_* setting is"
+        print_(f"{what} set but unusable: {exc}. Fix it, or unset it to run against a local server.")
         return 2
     if key:
         return _run(print_, keep_serving, None)

@@ -268,6 +268,7 @@ class AgentSightSpanExporter(SpanExporter):
     def _units(self, batches: list[ConversationBatch]) -> list[Unit]:
         """Ingest blocks, then the attachment uploads whose bytes this process holds."""
         units: list[Unit] = []
+        encoded = []
         for batch in batches:
             if not batch.records:
                 continue
@@ -278,7 +279,8 @@ class AgentSightSpanExporter(SpanExporter):
                 self._record([batch], Outcome(False, f"could not be encoded: {type(exc).__name__}", refused=True))
                 continue
             units.append(Unit(block.conversation_id, block.json, sources=block.sources))
-        for batch in batches:
+            encoded.append(batch)
+        for batch in encoded:  # files only for messages that are sent
             for record in batch.records:
                 if isinstance(record, Attachments):
                     upload = self._attachment_unit(batch.conversation.conversation_id, record)

@@ -192,6 +192,11 @@ class TrackerSpanProcessor(SpanProcessor):
                 self._in_flight -= traces
                 self._cond.notify_all()
 
+    def pending(self) -> bool:
+        """Whether any span is queued or being exported."""
+        with self._cond:
+            return bool(self._queue or self._in_flight)
+
     def wait_idle(self, trace_id: int, timeout: float) -> bool:
         """Wait until no span of this conversation is queued or being exported; False on timeout."""
         deadline = time.monotonic() + timeout

@@ -1041,7 +1041,8 @@ class ConversationTracker:
             # An exporter is made now only for data still to hand over: after shutdown(), or with nothing tracked,
             # making one would open a spool (and start its threads) just to close it again.
             exporter = self._exporter
-            if exporter is None and self._buckets:
+            processor = self._processor
+            if exporter is None and (self._buckets or (processor is not None and processor.pending())):
                 exporter = self._exporter_for_export()
             if exporter is not None:
                 exporter.begin_exit()

@@ -142,6 +142,17 @@ def test_a_client_trickling_its_headers_loses_its_connection_at_the_request_time
         assert cut_off == [True, True]  # both were cut off long before they finished trickling
 
 
+def test_a_refused_request_whose_body_never_comes_is_answered_within_the_drain_bound():
+    # Without a token the body is not wanted: it is read away for at most 5 s, not for the whole request timeout.
+    with running_bridge(tokens=("s3cret",), request_timeout=20.0) as bridge:
+        with socket.create_connection(("127.0.0.1", bridge.port), timeout=30) as sock:
+            started = time.monotonic()
+            sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+            answer = sock.recv(65536)
+            took = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 401") and took < 10, (answer[:40], took)
+
+
 def test_requests_the_http_layer_refuses_get_a_status_body_too():
     with running_bridge() as bridge:
         for raw in (b"NONSENSE\r\n\r\n", b"BREW /v1/traces HTTP/1.1\r\nHost: x\r\n\r\n"):

@@ -163,6 +163,20 @@ def test_a_request_bigger_than_the_configured_maximum_is_never_sent(faulty):
     exporter.shutdown()
 
 
+def test_a_single_span_too_large_to_send_is_refused_for_good_not_retried(faulty):
+    # One message bigger than any request may be: dead-lettered, and reported as refused (the bridge answers a
+    # partial success instead of 503s the collector would retry forever).
+    ledger = OutcomeLedger()
+    exporter = _exporter(faulty, max_request_bytes=5_000, outcome_ledger=ledger)
+    spans = _spans("huge-1", messages=1, size=8_000)
+    ledger.expect(spans[0].context.trace_id, spans[0].context.span_id)
+    assert exporter.export(spans) is SpanExportResult.FAILURE
+    outcome = ledger.pop(spans[0].context.trace_id, spans[0].context.span_id)
+    assert outcome is not None and outcome.refused and not outcome.spooled and "413" in (outcome.error or "")
+    assert exporter.spool.stats().dead == 1
+    exporter.shutdown()
+
+
 def test_split_block_keeps_every_span_and_event_once():
     block = {
         "conversation_id": "c",

@@ -13,6 +13,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from agentsight_otel import ConversationTracker
 from agentsight_otel.localserver import Faults, LocalServer, generate_api_key
 
@@ -184,7 +186,8 @@ def test_the_api_key_appears_nowhere_in_a_failing_runs_output(tmp_path):
     assert key not in everything and key[4:36] not in everything
 
 
-def test_at_exit_pending_data_is_sent_in_bounded_time_or_left_in_the_spool(tmp_path):
+@pytest.mark.parametrize("send", ["never", "without waiting"])
+def test_at_exit_pending_data_is_sent_in_bounded_time_or_left_in_the_spool(tmp_path, send):
     key = generate_api_key()
     with LocalServer(api_keys=[key], faults=Faults(latency=30.0)) as server:  # a server that hangs
         env = dict(
@@ -195,12 +198,14 @@ def test_at_exit_pending_data_is_sent_in_bounded_time_or_left_in_the_spool(tmp_p
             AGENTSIGHT_EXIT_TIMEOUT="1",
             AGENTSIGHT_TIMEOUT="20",
         )
-        script = textwrap.dedent("""
+        script = textwrap.dedent(f"""
             from agentsight_otel import tracker
             for c in range(3):
                 for i in range(5):
-                    tracker.track_human_message(f"exit-{c} message {i}", conversation_id=f"exit-{c}")
-            print("tracked, exiting without sending", flush=True)
+                    tracker.track_human_message(f"exit-{{c}} message {{i}}", conversation_id=f"exit-{{c}}")
+                if {send == "without waiting"}:  # queued for the background sender, which has not started yet
+                    tracker.send_tracked_data(conversation_id=f"exit-{{c}}", wait=False)
+            print("tracked, exiting", flush=True)
         """)
         started = time.monotonic()
         out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)

@@ -241,16 +241,17 @@ def test_actions_with_unusable_times_or_durations_still_encode():
     provider = TracerProvider()
     tracer = provider.get_tracer("t")
     spans = []
-    for n, (duration, stamp) in enumerate([(float("nan"), None), (float("inf"), None), (-5.0, None), (1.5, 2**70)]):
+    odd = [(float("nan"), None), (float("inf"), None), (-5.0, None), (10**400, None), (2e302, None), (1.5, 2**70)]
+    for n, (duration, stamp) in enumerate(odd):
         span = tracer.start_span("s", attributes={sc.CONVERSATION_ID: f"odd-{n}"})
         span.add_event(sc.EVENT_ACTION, {sc.TOOL_NAME: "lookup", sc.ACTION_DURATION_MS: duration}, timestamp=stamp)
         span.end()
         spans.append(span)
     blocks = [b.document() for b in encode(group_by_conversation(read_spans(spans)), BlockRules())]
     tools = [s for b in blocks for s in b["spans"] if s["kind"] == "tool"]
-    assert len(tools) == 4
-    assert [t["duration_ms"] for t in tools[:3]] == [0.0, 0.0, 0.0]  # not a number, infinite or negative: unknown
-    assert tools[3]["started_at"].startswith("9999-12-31") and tools[3]["duration_ms"] == 1.5
+    assert len(tools) == 6
+    assert [t["duration_ms"] for t in tools[:5]] == [0.0] * 5  # not a number, infinite, negative, absurd: unknown
+    assert tools[5]["started_at"].startswith("9999-12-31") and tools[5]["duration_ms"] == 1.5
 
 
 # -- JSON documents ----------------------------------------------------------------------------------------------

@@ -84,15 +84,17 @@ class _RequestClock(io.RawIOBase):
         self._idle = idle_timeout
         self._limit = request_timeout
         self.deadline: float | None = None
+        self.cap: float | None = None  # a shorter deadline of the read in progress (a body read away, say)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        if self.deadline is None:
+        until = min((d for d in (self.deadline, self.cap) if d is not None), default=None)
+        if until is None:
             self._sock.settimeout(self._idle)
         else:
-            left = self.deadline - time.monotonic()
+            left = until - time.monotonic()
             if left <= 0:
                 raise socket.timeout("the request did not arrive in time")
             self._sock.settimeout(min(left, self._idle))
@@ -261,12 +263,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_exact(self, length: int, deadline: float) -> bytes:
         parts: list[bytes] = []
         remaining = length
+        self._clock.cap = deadline
         try:
             while remaining > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
+                if deadline - time.monotonic() <= 0:
                     raise TimeoutError
-                self.connection.settimeout(left)
                 chunk = self.rfile.read1(min(remaining, _READ_CHUNK))
                 if not chunk:
                     self.close_connection = True
@@ -276,14 +277,18 @@ class _Handler(BaseHTTPRequestHandler):
         except (TimeoutError, socket.timeout):
             self.close_connection = True
             raise RequestError(408, "the request body did not arrive in time") from None
+        finally:
+            self._clock.cap = None
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _read_line(self, deadline: float) -> bytes:
-        left = deadline - time.monotonic()
-        if left <= 0:
+        if deadline - time.monotonic() <= 0:
             raise TimeoutError
-        self.connection.settimeout(left)
-        line = self.rfile.readline(1026)
+        self._clock.cap = deadline
+        try:
+            line = self.rfile.readline(1026)
+        finally:
+            self._clock.cap = None
         if not line.endswith(b"\n"):
             self.close_connection = True
             raise RequestError(400, "malformed chunked body")

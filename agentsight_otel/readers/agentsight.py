@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -83,9 +82,13 @@ def _action(key: RecordKey, ts: int, a: Mapping[str, Any]) -> Record | None:
     )
 
 
+_MAX_DURATION_MS = 1e15  # some 31,000 years: beyond it a duration is garbage (and could not become nanoseconds)
+
+
 def _duration(value: Any) -> float | None:
-    """A duration in ms; ``None`` (the span's times decide) for anything but a finite, non-negative number."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf:
+    """A duration in ms; ``None`` (the span's times decide) for anything but a number from 0 to _MAX_DURATION_MS
+    (a 400-digit integer from an OTLP/JSON sender included, which float() cannot even convert)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= _MAX_DURATION_MS:
         return float(value)
     return None
 
