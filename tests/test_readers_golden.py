@@ -591,3 +591,69 @@ def test_a_structured_tool_result_stays_json():
     )
     tool = next(p for p in map(parse_span, b.spans()) if p is not None and p.items)
     assert json.loads(tool.items[0].result) == {"sky": "sunny", "celsius": 21}
+
+
+def _items(b, tmp_path):
+    with LocalServer() as server:
+        exporter, result = _export(server, tmp_path, sorted(b.spans(), key=lambda s: s.end_time))
+        assert result is SpanExportResult.SUCCESS
+        items = server.transcript("golden")["items"]
+        exporter.shutdown()
+    return items
+
+
+def _chat(b, start_ms, end_ms, inputs, outputs, **usage):
+    attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "anthropic",
+        "gen_ai.request.model": MODEL,
+        "gen_ai.input.messages": json.dumps(inputs),
+        "gen_ai.output.messages": json.dumps(outputs),
+    }
+    b.span("chat", start_ms, end_ms, {**attributes, **{f"gen_ai.usage.{k}": v for k, v in usage.items()}})
+
+
+def test_a_tool_result_sent_in_a_user_message_is_the_tools_not_the_users(tmp_path):
+    # Anthropic carries tool results in a role=user message: they answer the tool call, nobody said them.
+    b = Builder({"gen_ai.conversation.id": "golden"})
+    _chat(b, 1, 10, HISTORY_1, OUTPUT_1, input_tokens=50, output_tokens=12)
+    result_from_user = {"role": "user", "parts": [{"type": "tool_call_response", "id": "call_1", "response": RESULT}]}
+    _chat(b, 20, 30, [*HISTORY_1, _parts("assistant", tool_call=True), result_from_user], OUTPUT_2, input_tokens=80)
+    items = _items(b, tmp_path)
+    assert [(i["sender"], i["content"]) for i in items if i["type"] == "message"] == [
+        ("end_user", QUESTION),
+        ("agent", ANSWER),
+    ]
+    assert [(i["name"], i["response"]) for i in items if i["type"] == "action"] == [("get_weather", RESULT)]
+
+
+def test_an_agent_spans_usage_totals_are_not_counted_again(tmp_path):
+    # invoke_agent may carry the turn's total usage (Recommended by the conventions): the model calls already count.
+    b = Builder(
+        {
+            "gen_ai.conversation.id": "golden",
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.usage.input_tokens": 130,
+            "gen_ai.usage.output_tokens": 21,
+        }
+    )
+    _chat(b, 1, 10, HISTORY_1, OUTPUT_1, input_tokens=50, output_tokens=12)
+    _chat(b, 20, 30, [*HISTORY_1, _parts("user", "and tomorrow?")], OUTPUT_2, input_tokens=80, output_tokens=9)
+    usage = [(i["input_tokens"], i["output_tokens"]) for i in _items(b, tmp_path) if i["type"] == "token_usage"]
+    assert usage == [(50, 12), (80, 9)]
+
+
+def test_embedding_calls_count_embedding_tokens(tmp_path):
+    b = Builder({"gen_ai.conversation.id": "golden"})
+    b.span(
+        "embeddings",
+        1,
+        2,
+        {
+            "gen_ai.operation.name": "embeddings",
+            "gen_ai.request.model": "text-embedding-3-small",
+            "gen_ai.usage.input_tokens": 8,
+        },
+    )
+    usage = [i for i in _items(b, tmp_path) if i["type"] == "token_usage"]
+    assert len(usage) == 1 and usage[0]["input_tokens"] == 0 and usage[0]["embedding_tokens"] == 8

@@ -27,6 +27,7 @@ class ConversationMemory:
 
     shown: Counter[tuple[str, str]] = field(default_factory=Counter)
     tool_calls: set[str] = field(default_factory=set)
+    model_usage: bool = False  # a model call reported usage: an agent span's totals would count it twice
 
 
 class History:
@@ -80,6 +81,8 @@ def assemble(
     """Records per source span (trace id, span id), from that span's model calls and tool runs, in time order."""
     out: dict[tuple[int, int], list[Record]] = {}
     has_tool_runs = any(isinstance(item, ToolRun) for _, _, item in items)
+    if any(isinstance(item, LlmCall) and not item.is_agent and not item.usage.empty for _, _, item in items):
+        memory.model_usage = True
     pending_calls: list[tuple[int, int, int, ToolCall]] = []
     responses: dict[str, str] = {}
     for trace_id, span_id, item in sorted(items, key=lambda t: (t[2].start_ns, t[1])):
@@ -122,7 +125,7 @@ def assemble(
             for call in message.tool_calls:
                 pending_calls.append((trace_id, span_id, at, call))
         usage = item.usage
-        if not usage.empty:
+        if not usage.empty and not (item.is_agent and memory.model_usage):
             records.append(
                 TokenUsage(
                     key(),
@@ -135,6 +138,7 @@ def assemble(
                     cache_read_tokens=usage.cache_read_tokens,
                     cache_write_tokens=usage.cache_write_tokens,
                     reasoning_tokens=usage.reasoning_tokens,
+                    embedding_tokens=usage.embedding_tokens,
                     system=item.system,
                 )
             )

@@ -14,7 +14,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
-from .model import ChatMessage, LlmCall, ToolCall, ToolRun, Usage
+from .model import ChatMessage, LlmCall, ToolCall, ToolRun, Usage, as_embedding
 
 _TOOL_OPERATIONS = {"execute_tool"}
 _AGENT_OPERATIONS = {"invoke_agent", "create_agent", "invoke_workflow"}
@@ -62,11 +62,16 @@ def text_of(content: Any) -> str:
     return str(content)
 
 
-def _parts_message(message: Mapping[str, Any]) -> ChatMessage:
+def _parts_messages(message: Mapping[str, Any]) -> list[ChatMessage]:
+    """One message in the parts format; each ``tool_call_response`` part becomes a tool message of its own.
+
+    A tool result is a tool result whatever the role it travels under: Anthropic sends them inside a ``user``
+    message, which would otherwise put the tool's output in the transcript as the user's words.
+    """
     role = str(message.get("role") or "user")
     texts: list[str] = []
     calls: list[ToolCall] = []
-    call_id = None
+    results: list[ChatMessage] = []
     for part in message.get("parts") or ():
         if not isinstance(part, Mapping):
             continue
@@ -76,11 +81,14 @@ def _parts_message(message: Mapping[str, Any]) -> ChatMessage:
         elif kind == "tool_call":
             calls.append(ToolCall(_opt(part.get("id")), str(part.get("name") or "tool"), part.get("arguments")))
         elif kind == "tool_call_response":
-            call_id = _opt(part.get("id"))
-            texts.append(text_of(part.get("response", part.get("result"))))
+            results.append(
+                ChatMessage("tool", text_of(part.get("response", part.get("result"))), (), _opt(part.get("id")))
+            )
     if not message.get("parts") and message.get("content") is not None:  # tolerate the plain OpenAI shape
         texts.append(text_of(message.get("content")))
-    return ChatMessage(role, "".join(texts), tuple(calls), call_id)
+    if results and not texts and not calls:
+        return results
+    return [*results, ChatMessage(role, "".join(texts), tuple(calls))]
 
 
 def _opt(value: Any) -> str | None:
@@ -92,7 +100,7 @@ def parts_messages(value: Any) -> tuple[ChatMessage, ...]:
     doc = structured(value)
     if not isinstance(doc, list):
         return ()
-    return tuple(_parts_message(m) for m in doc if isinstance(m, Mapping))
+    return tuple(part for m in doc if isinstance(m, Mapping) for part in _parts_messages(m))
 
 
 def usage_from(attrs: Mapping[str, Any]) -> Usage:
@@ -188,6 +196,8 @@ def read(span: ReadableSpan, attrs: Mapping[str, Any]) -> Sequence[LlmCall | Too
     if not inputs and not outputs:
         inputs, outputs = _event_messages(span)
     usage = usage_from(attrs)
+    if operation == "embeddings":
+        usage = as_embedding(usage)
     if not inputs and not outputs and usage.empty:
         return []
     return [

@@ -8,7 +8,7 @@ model call repeats.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -38,10 +38,16 @@ class Usage:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    embedding_tokens: int = 0  # an embeddings call's input, which AgentSight bills in a category of its own
 
     @property
     def empty(self) -> bool:
-        return not (self.input_tokens or self.output_tokens)
+        return not (self.input_tokens or self.output_tokens or self.embedding_tokens)
+
+
+def as_embedding(usage: Usage) -> Usage:
+    """An embeddings call's usage: its input tokens are embedding tokens (it produces no text output)."""
+    return replace(usage, input_tokens=0, embedding_tokens=usage.embedding_tokens or usage.input_tokens)
 
 
 @dataclass(frozen=True)

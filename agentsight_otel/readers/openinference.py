@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from .genai import number, structured
-from .model import ChatMessage, LlmCall, ToolCall, ToolRun, Usage
+from .model import ChatMessage, LlmCall, ToolCall, ToolRun, Usage, as_embedding
 
 KIND = "openinference.span.kind"
 _MESSAGE_KEY = re.compile(r"^llm\.(input|output)_messages\.(\d+)\.message\.(.+)$")
@@ -95,8 +95,11 @@ def read(span: ReadableSpan, attrs: Mapping[str, Any]) -> Sequence[LlmCall | Too
         cache_write_tokens=number(attrs, "llm.token_count.prompt_details.cache_write"),
         reasoning_tokens=number(attrs, "llm.token_count.completion_details.reasoning"),
     )
+    model = attrs.get("llm.model_name")
+    if kind == "EMBEDDING":
+        usage = as_embedding(usage)
+        model = model or attrs.get("embedding.model_name")
     if not inputs and not outputs and usage.empty:
         return []
-    model = attrs.get("llm.model_name")
     system = attrs.get("llm.provider") or attrs.get("llm.system")
     return [LlmCall(start, end, inputs, outputs, _opt(model), _opt(system), usage)]
