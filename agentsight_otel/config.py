@@ -139,8 +139,18 @@ def _dotenv_values() -> Mapping[str, str | None]:
         from dotenv import dotenv_values, find_dotenv
     except ImportError:  # python-dotenv is a dependency, but a broken install must not break tracking
         return {}
-    path = find_dotenv(usecwd=True)
-    return dotenv_values(path) if path else {}
+    try:
+        path = find_dotenv(usecwd=True)
+        return dotenv_values(path) if path else {}
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # unreadable: settings come from the environment alone
+        global _said_dotenv_unreadable
+        if not _said_dotenv_unreadable:
+            _said_dotenv_unreadable = True
+            logger.warning("the .env file could not be read (%s); using the environment alone", type(exc).__name__)
+        return {}
+
+
+_said_dotenv_unreadable = False
 
 
 def _lookup(name: str, dotenv: Mapping[str, str | None]) -> str | None:

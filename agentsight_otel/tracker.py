@@ -610,22 +610,27 @@ class ConversationTracker:
         return self._env_default
 
     def _record_conversation(self, cid: str, fields: dict[str, Any], *, is_used: bool) -> None:
-        # The environment given, else the one this conversation already has here, else the default: calling
-        # get_or_create_conversation again without it must not move a production conversation to development.
-        with self._lock:
-            known = self._known_fields.get(cid, {}).get("environment")
-        fields = dict(fields, environment=fields.get("environment") or known or self._default_environment())
-        data = {
-            "conversation_id": cid,
-            **{k: v for k, v in fields.items() if k != "metadata"},
-            "metadata": _loads_object(fields["metadata"]) if fields.get("metadata") else None,
-            "is_used": is_used,
-        }
+        default = self._default_environment()  # outside the locks: the first call may read a .env file
         with self._lock_of(cid):
+            # The environment given, else the one given earlier for this conversation here, else the default:
+            # calling get_or_create_conversation again without it must not move a production conversation to
+            # development. Only a given one is remembered, so a default configured later still applies.
+            with self._lock:
+                given = fields.get("environment") or self._known_fields.get(cid, {}).get("environment")
+            fields = dict(fields, environment=given or default)
+            data = {
+                "conversation_id": cid,
+                **{k: v for k, v in fields.items() if k != "metadata"},
+                "metadata": _loads_object(fields["metadata"]) if fields.get("metadata") else None,
+                "is_used": is_used,
+            }
             bucket = self._bucket(cid)
             bucket.fields.update({k: v for k, v in fields.items() if v is not None})
+            known = {k: v for k, v in bucket.fields.items() if k != "environment"}
+            if given:
+                known["environment"] = given
             with self._lock:
-                self._known_fields[cid] = dict(bucket.fields)
+                self._known_fields[cid] = known
                 self._known_fields.move_to_end(cid)
                 while len(self._known_fields) > REMEMBERED_CONVERSATIONS:
                     self._known_fields.popitem(last=False)

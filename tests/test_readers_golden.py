@@ -657,3 +657,24 @@ def test_embedding_calls_count_embedding_tokens(tmp_path):
     )
     usage = [i for i in _items(b, tmp_path) if i["type"] == "token_usage"]
     assert len(usage) == 1 and usage[0]["input_tokens"] == 0 and usage[0]["embedding_tokens"] == 8
+    assert usage[0]["total_tokens"] == 8
+
+
+def test_an_agent_spans_usage_counts_when_its_model_calls_reported_none(tmp_path):
+    # A streamed chat call without usage and an embeddings call: the agent span's totals are the only chat tokens.
+    b = Builder(
+        {
+            "gen_ai.conversation.id": "golden",
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.usage.input_tokens": 130,
+            "gen_ai.usage.output_tokens": 21,
+        }
+    )
+    b.span("embeddings", 1, 2, {"gen_ai.operation.name": "embeddings", "gen_ai.usage.input_tokens": 8})
+    _chat(b, 3, 10, HISTORY_1, OUTPUT_2)
+    usage = sorted(
+        (i["input_tokens"], i["output_tokens"], i["embedding_tokens"])
+        for i in _items(b, tmp_path)
+        if i["type"] == "token_usage"
+    )
+    assert usage == [(0, 0, 8), (130, 21, 0)]

@@ -189,12 +189,28 @@ def test_the_configured_conversation_id_is_the_default_conversation(monkeypatch)
     t._buckets.clear()  # nothing to send (as the t fixture does)
 
 
+def test_an_unreadable_env_file_never_makes_a_tracking_call_raise(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_bytes(b"AGENTSIGHT_ENVIRONMENT=\xff\xfe production\n")  # not UTF-8
+    monkeypatch.chdir(tmp_path)
+    t = ConversationTracker()
+    t.track_human_message("hi")  # no conversation chosen: the configured default is looked up, .env included
+    t.get_or_create_conversation("c")
+    assert t.get_conversation_id() == "c"
+    t._buckets.clear()  # nothing to send (as the t fixture does)
+
+
 def test_a_conversation_called_again_without_an_environment_keeps_its_own(t):
     t.get_or_create_conversation("envp", environment="production")
     t.track_human_message("a")
     t.get_or_create_conversation("envp")  # resumed later in the same process: not moved to development
     items = t.get_tracked_data_summary()["items"]
     assert [i["data"]["environment"] for i in items if i["type"] == "conversation"] == ["production", "production"]
+    # A default is not remembered as if it had been given: one configured later applies.
+    t.get_or_create_conversation("envd")
+    t.configure(environment="staging")
+    t.get_or_create_conversation("envd")
+    items = t.get_tracked_data_summary(conversation_id="envd")["items"]
+    assert [i["data"]["environment"] for i in items if i["type"] == "conversation"] == ["development", "staging"]
 
 
 def test_exceptions_keep_the_legacy_names_and_hierarchy():

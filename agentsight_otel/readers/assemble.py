@@ -27,7 +27,8 @@ class ConversationMemory:
 
     shown: Counter[tuple[str, str]] = field(default_factory=Counter)
     tool_calls: set[str] = field(default_factory=set)
-    model_usage: bool = False  # a model call reported usage: an agent span's totals would count it twice
+    # Traces in which a model call reported usage: an agent span's totals in the same trace would count it twice.
+    model_usage_traces: set[int] = field(default_factory=set)
 
 
 class History:
@@ -81,8 +82,11 @@ def assemble(
     """Records per source span (trace id, span id), from that span's model calls and tool runs, in time order."""
     out: dict[tuple[int, int], list[Record]] = {}
     has_tool_runs = any(isinstance(item, ToolRun) for _, _, item in items)
-    if any(isinstance(item, LlmCall) and not item.is_agent and not item.usage.empty for _, _, item in items):
-        memory.model_usage = True
+    for trace_id, _, item in items:
+        if isinstance(item, LlmCall) and not item.is_agent and (item.usage.input_tokens or item.usage.output_tokens):
+            if len(memory.model_usage_traces) >= 256:  # bounded: a long conversation's old turns are long done
+                memory.model_usage_traces.clear()
+            memory.model_usage_traces.add(trace_id)
     pending_calls: list[tuple[int, int, int, ToolCall]] = []
     responses: dict[str, str] = {}
     for trace_id, span_id, item in sorted(items, key=lambda t: (t[2].start_ns, t[1])):
@@ -125,7 +129,7 @@ def assemble(
             for call in message.tool_calls:
                 pending_calls.append((trace_id, span_id, at, call))
         usage = item.usage
-        if not usage.empty and not (item.is_agent and memory.model_usage):
+        if not usage.empty and not (item.is_agent and trace_id in memory.model_usage_traces):
             records.append(
                 TokenUsage(
                     key(),
@@ -134,7 +138,7 @@ def assemble(
                     # AgentSight bills input without cache: the readers' counts include it, so take it out.
                     input_tokens=max(usage.input_tokens - usage.cache_read_tokens - usage.cache_write_tokens, 0),
                     output_tokens=usage.output_tokens,
-                    total_tokens=usage.input_tokens + usage.output_tokens,
+                    total_tokens=usage.input_tokens + usage.output_tokens + usage.embedding_tokens,
                     cache_read_tokens=usage.cache_read_tokens,
                     cache_write_tokens=usage.cache_write_tokens,
                     reasoning_tokens=usage.reasoning_tokens,
