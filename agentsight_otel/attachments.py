@@ -11,8 +11,10 @@ import binascii
 import hashlib
 import logging
 import mimetypes
+import os
 import sys
 import threading
+import weakref
 from collections import OrderedDict
 from typing import Any, NamedTuple
 
@@ -150,9 +152,17 @@ class AttachmentStore:
     """Bytes waiting for upload, keyed by conversation, sha256 and file name, bounded in total size."""
 
     def __init__(self, capacity_bytes: int = DEFAULT_CAPACITY_BYTES) -> None:
+        self._capacity = capacity_bytes
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            reset = weakref.WeakMethod(self._reset)
+            os.register_at_fork(after_in_child=lambda: (m := reset()) is not None and m())
+
+    def _reset(self) -> None:
+        # Also the after-fork hook: a parent thread may have held the lock at the fork, which would hang the
+        # child's first attachment; and the parent's files are the parent's to upload.
         self._files: OrderedDict[tuple[str, str, str], PendingFile] = OrderedDict()
         self._size = 0
-        self._capacity = capacity_bytes
         self._lock = threading.Lock()
 
     def put(self, conversation_id: str, file: PendingFile) -> None:

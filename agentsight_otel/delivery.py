@@ -183,6 +183,8 @@ class Delivery:
         self.stats = DeliveryStats()
         self._outage = False
         self._outage_reason = _UNREACHABLE_EARLIER  # what new data is told while the outage lasts
+        self._unsettled: list[tuple[list[Unit], _Result]] = []  # deliveries in progress, for spool_unsettled
+        self._unsettled_lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._replayer: threading.Thread | None = None
@@ -194,6 +196,8 @@ class Delivery:
 
     def after_fork(self) -> None:
         """In a forked child: the parent's replayer thread does not exist here; start afresh."""
+        self._unsettled = []  # the parent's sends: the parent spools them
+        self._unsettled_lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._replayer = None
@@ -239,8 +243,32 @@ class Delivery:
         if behind:
             self._to_spool(behind, "queued behind earlier undelivered data of this conversation", result)
         live = [u for u in units if u.conversation_id not in waiting]
-        self._send(live, deadline, result)
+        pending = (live, result)
+        with self._unsettled_lock:
+            self._unsettled.append(pending)
+        try:
+            self._send(live, deadline, result)
+        finally:
+            with self._unsettled_lock:
+                self._unsettled.remove(pending)
         return result.outcomes
+
+    def spool_unsettled(self, reason: str) -> int:
+        """Spool the units still being sent on other threads that have no outcome yet; how many were spooled.
+
+        For the process's exit: a daemon sender still waiting for AgentSight dies with the process, and its units
+        are on disk nowhere else. If AgentSight did take them, the replay re-sends span ids it de-duplicates.
+        """
+        with self._unsettled_lock:
+            unsettled = [
+                u
+                for units, result in self._unsettled
+                for u in units
+                if u.entry_id is None and result.outcomes.get(id(u)) is None
+            ]
+        if unsettled:
+            self._to_spool(unsettled, reason, _Result())
+        return len(unsettled)
 
     def spool_units(self, units: Sequence[Unit], reason: str) -> dict[int, Outcome]:
         """Put units straight into the spool (no network): used when a queue is full."""

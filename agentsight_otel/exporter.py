@@ -174,6 +174,10 @@ class AgentSightSpanExporter(SpanExporter):
         if self._hold_timer is not None:
             self._hold_timer.cancel()
         if self._delivery is not None:
+            if self._exit_deadline is not None:  # exiting: sends still waiting for an answer die with the process
+                spooled = self._delivery.spool_unsettled("the process exited before AgentSight answered")
+                if spooled:
+                    logger.warning("AgentSight: %d block(s) still in flight at exit were spooled", spooled)
             self._delivery.stop(timeout=min(0.5, timeout_millis / 1000))
         if self._transport is not None:
             self._transport.close()
@@ -348,10 +352,14 @@ class AgentSightSpanExporter(SpanExporter):
             if not self._shutdown.is_set():
                 self._delivery.start_replayer()
 
-    def begin_exit(self) -> None:
-        """From here on, all exports share the exit budget; what they cannot deliver in it stays in the spool."""
+    def begin_exit(self) -> float:
+        """From here on, all exports share the exit budget; what they cannot deliver in it stays in the spool.
+
+        Returns the seconds left of the budget.
+        """
         if self._exit_deadline is None:
             self._exit_deadline = time.monotonic() + self._settings.exit_timeout
+        return max(self._exit_deadline - time.monotonic(), 0.0)
 
 
 _live_exporters: weakref.WeakSet[AgentSightSpanExporter] = weakref.WeakSet()

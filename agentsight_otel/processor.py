@@ -48,6 +48,7 @@ class TrackerSpanProcessor(SpanProcessor):
     def __init__(self, exporter: Callable[[], AgentSightSpanExporter], *, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
         self._exporter = exporter
         self._max_queue = max_queue
+        self.join_timeout = 2.0  # how long shutdown waits for the workers (the tracker lowers it at exit)
         self._sync: set[tuple[int, int]] = set()
         self._reset()
         if hasattr(os, "register_at_fork"):
@@ -229,7 +230,7 @@ class TrackerSpanProcessor(SpanProcessor):
             self._closed = True
             self._cond.notify_all()
             workers = list(self._workers)  # they take themselves off the list as they end
-        deadline = time.monotonic() + 2  # bounded: at exit, what a worker has not finished stays spooled or is retried
+        deadline = time.monotonic() + self.join_timeout  # bounded: what a worker has not finished is spooled
         for worker in workers:
             if worker is not threading.current_thread():
                 worker.join(max(deadline - time.monotonic(), 0))

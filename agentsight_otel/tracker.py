@@ -15,6 +15,7 @@ import contextvars
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import weakref
@@ -65,6 +66,7 @@ KEEP_ITEM_DATA = 10_000  # items whose full data the summary keeps; older ones k
 # conversations, as a server's request threads do, then rarely wait for each other. With one lock, four tracking
 # threads spent a fifth of their CPU time taking turns at it. Tracker-wide state keeps ``_lock``, taken after.
 CONVERSATION_LOCKS = 16
+SHUTDOWN_HAND_OVER_S = 5.0  # shutdown()'s wait for queued and in-flight segments (at exit: the exit budget)
 
 ITEM_TYPES = ("conversation", "question", "answer", "attachments", "action", "button")
 _TYPE_CODE = {name: code for code, name in enumerate(ITEM_TYPES)}
@@ -303,6 +305,12 @@ class ConversationTracker:
         self._lock = threading.RLock()
         self._conversation_locks = _conversation_locks()
         self._buckets = {}
+        # A multiprocessing child (fork start method, Pool workers) ends with os._exit after running
+        # multiprocessing's own finalizers, never atexit: the tracker's exit must be one of those finalizers.
+        # Its registry is cleared after this hook, so the finalizer is registered from its after-fork callbacks.
+        util = sys.modules.get("multiprocessing.util")
+        if util is not None:
+            util.register_after_fork(self, _finalize_in_multiprocessing_child)
 
     def __repr__(self) -> str:
         return f"ConversationTracker(conversations={len(self._buckets)}, current={self._current!r})"
@@ -1049,19 +1057,26 @@ class ConversationTracker:
             processor = self._processor
             if exporter is None and (self._buckets or (processor is not None and processor.pending())):
                 exporter = self._exporter_for_export()
-            if exporter is not None:
-                exporter.begin_exit()
+            budget = exporter.begin_exit() if exporter is not None else None
         except Exception:  # noqa: BLE001 - runs at exit; must not raise
             logger.debug("could not prepare the exporter for exit", exc_info=True)
-        self.shutdown()
+            budget = None
+        self._shutdown(SHUTDOWN_HAND_OVER_S if budget is None else max(budget, 0.1))
 
     def shutdown(self) -> None:
         """Send what is pending (what cannot be delivered stays in the spool) and release the own pipeline.
 
         Safe to call more than once; registered to run at interpreter exit.
         """
+        self._shutdown(SHUTDOWN_HAND_OVER_S)
+
+    def _shutdown(self, timeout: float) -> None:
+        """shutdown() within ``timeout`` seconds for the hand-over (at exit: what is left of the exit budget)."""
         try:
-            self._hand_over(timeout=5)
+            processor = self._processor
+            if processor is not None:
+                processor.join_timeout = min(processor.join_timeout, timeout)
+            self._hand_over(timeout=timeout)
             with self._every_conversation(), self._lock:  # no tracking call sees the pipeline half torn down
                 if self._own_provider and self._provider is not None:
                     self._provider.shutdown()
@@ -1075,6 +1090,11 @@ class ConversationTracker:
                     self._exporter = None
         except Exception:  # noqa: BLE001 - runs at exit; must not raise
             logger.exception("agentsight tracker shutdown failed")
+
+
+def _finalize_in_multiprocessing_child(tracker: ConversationTracker) -> None:
+    util = sys.modules["multiprocessing.util"]
+    util.Finalize(tracker, tracker._at_exit, exitpriority=10)
 
 
 def _fork_hook(tracker: ConversationTracker) -> Any:

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -186,7 +187,7 @@ def test_the_api_key_appears_nowhere_in_a_failing_runs_output(tmp_path):
     assert key not in everything and key[4:36] not in everything
 
 
-@pytest.mark.parametrize("send", ["never", "without waiting"])
+@pytest.mark.parametrize("send", ["never", "without waiting", "in flight"])
 def test_at_exit_pending_data_is_sent_in_bounded_time_or_left_in_the_spool(tmp_path, send):
     key = generate_api_key()
     with LocalServer(api_keys=[key], faults=Faults(latency=30.0)) as server:  # a server that hangs
@@ -203,8 +204,11 @@ def test_at_exit_pending_data_is_sent_in_bounded_time_or_left_in_the_spool(tmp_p
             for c in range(3):
                 for i in range(5):
                     tracker.track_human_message(f"exit-{{c}} message {{i}}", conversation_id=f"exit-{{c}}")
-                if {send == "without waiting"}:  # queued for the background sender, which has not started yet
+                if {send != "never"}:  # queued for the background sender
                     tracker.send_tracked_data(conversation_id=f"exit-{{c}}", wait=False)
+            if {send == "in flight"}:  # the sender has taken them and waits for the hanging server
+                import time
+                time.sleep(0.5)
             print("tracked, exiting", flush=True)
         """)
         started = time.monotonic()
@@ -249,3 +253,73 @@ def test_a_full_tracker_queue_spills_to_the_spool_instead_of_dropping(server):
         assert contents == [f"m{i}" for i in range(c, SEGMENTS * 512 * 8, 8)]
     assert exporter.stats()["spooled"] > 0  # the queue did overflow, and nothing was lost
     t.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the fork start method is POSIX-only")
+def test_multiprocessing_children_deliver_what_they_tracked_when_they_end(server, tmp_path):
+    # multiprocessing ends its children with os._exit (no atexit): what they tracked, sent without waiting or not
+    # sent at all, must still go out when they end, as in any process.
+    script = textwrap.dedent("""
+        import multiprocessing
+        from agentsight_otel import tracker
+
+        def work(i):
+            tracker.track_human_message(f"child {i}", conversation_id=f"mp-{i}")
+            if i % 2:
+                tracker.send_tracked_data(conversation_id=f"mp-{i}", wait=False)
+
+        if __name__ == "__main__":
+            tracker.track_human_message("parent", conversation_id="mp-parent")
+            tracker.send_tracked_data(conversation_id="mp-parent")
+            context = multiprocessing.get_context("fork")
+            children = [context.Process(target=work, args=(i,)) for i in range(3)]
+            for child in children:
+                child.start()
+            for child in children:
+                child.join(60)
+            with context.Pool(2) as pool:
+                pool.map(work, range(3, 6))
+                pool.close()
+                pool.join()
+    """)
+    (tmp_path / "app.py").write_text(script)
+    env = dict(os.environ, AGENTSIGHT_API_KEY=server.api_key, AGENTSIGHT_API_ENDPOINT=server.url)
+    out = subprocess.run([sys.executable, "app.py"], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    for i in range(6):
+        assert [m["content"] for m in server.transcript(f"mp-{i}")["items"]] == [f"child {i}"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_a_child_forked_while_the_attachment_store_was_locked_can_still_keep_files():
+    from agentsight_otel.attachments import AttachmentStore, PendingFile
+
+    store = AttachmentStore()
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with store._lock:  # a parent thread inside put/take at the moment of the fork
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            store.put("c", PendingFile("a.txt", "text/plain", b"hi", "00"))
+            code = 0 if store.take("c", "00", "a.txt") is not None else 2
+        finally:
+            os._exit(code)
+    release.set()
+    holder.join()
+    deadline = time.monotonic() + 10
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the child hung on the attachment store's lock")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
