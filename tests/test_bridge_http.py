@@ -134,8 +134,7 @@ def test_a_client_trickling_its_headers_loses_its_connection_at_the_request_time
         trickles = [threading.Thread(target=trickle) for _ in range(2)]
         for t in trickles:
             t.start()
-        time.sleep(0.5)
-        assert requests.get(bridge.url + "/health", timeout=5).status_code == 503  # both slots held for now
+        wait_until(lambda: requests.get(bridge.url + "/health", timeout=5).status_code == 503, timeout=5)  # held
         wait_until(lambda: requests.get(bridge.url + "/health", timeout=5).status_code == 200, timeout=5)
         for t in trickles:
             t.join(10)

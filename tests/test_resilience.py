@@ -206,9 +206,11 @@ def test_at_exit_pending_data_is_sent_in_bounded_time_or_left_in_the_spool(tmp_p
                     tracker.track_human_message(f"exit-{{c}} message {{i}}", conversation_id=f"exit-{{c}}")
                 if {send != "never"}:  # queued for the background sender
                     tracker.send_tracked_data(conversation_id=f"exit-{{c}}", wait=False)
-            if {send == "in flight"}:  # the sender has taken them and waits for the hanging server
+            if {send == "in flight"}:  # until the sender has taken them and waits for the hanging server
                 import time
-                time.sleep(0.5)
+                processor, deadline = tracker._processor, time.monotonic() + 10
+                while (processor._queue or not processor._in_flight) and time.monotonic() < deadline:
+                    time.sleep(0.01)
             print("tracked, exiting", flush=True)
         """)
         started = time.monotonic()
