@@ -97,8 +97,11 @@ def ingest_body(units: Sequence[Unit]) -> bytes:
     return b"".join(parts)
 
 
-def _derived_span_id(span_id: str, part: int) -> str:
-    return hashlib.blake2b(f"{span_id}:part{part}".encode(), digest_size=8).hexdigest()
+def _derived_span_id(span_id: str, first_event: Any) -> str:
+    """The id of a turn's later part, from the turn's id and the part's first event: the same cut gives the same
+    id on every retry, and parts of parts never share one (an id from a part number would, once a half is cut
+    again)."""
+    return hashlib.blake2b(span_id.encode() + b":" + dumps(first_event), digest_size=8).hexdigest()
 
 
 def split_block(unit: Unit, limit: int) -> list[Unit] | None:
@@ -112,6 +115,7 @@ def split_block(unit: Unit, limit: int) -> list[Unit] | None:
     if len(spans) <= 1 and not (spans and len(spans[0].get("events") or []) > 1):
         return None
     header = {k: v for k, v in block.items() if k != "spans"}
+    room = limit - len(dumps(dict(header, spans=[])))  # what the spans of one part may take
     families: dict[str, list[dict[str, Any]]] = {}
     for span in spans:
         family = (span.get("attributes") or {}).get("agentsight.turn.id") or span["span_id"]
@@ -120,7 +124,7 @@ def split_block(unit: Unit, limit: int) -> list[Unit] | None:
     for family_spans in families.values():
         # A turn's own span is cut only when it alone cannot fit: cutting gives its second half a new span id,
         # which would duplicate messages on a server that already stored the whole turn.
-        if len(dumps(family_spans)) <= limit or len(family_spans) > 1:
+        if len(dumps(family_spans)) <= room or len(family_spans) > 1:
             pieces.append(family_spans)
             continue
         span = family_spans[0]
@@ -132,7 +136,7 @@ def split_block(unit: Unit, limit: int) -> list[Unit] | None:
         for part, chunk in enumerate((events[:half], events[half:])):
             copy = dict(span, events=chunk)
             if part:
-                copy["span_id"] = _derived_span_id(span["span_id"], part)
+                copy["span_id"] = _derived_span_id(span["span_id"], chunk[0])
             pieces.append([copy])
     if len(pieces) == 1 and len(pieces[0]) > 1:
         middle = len(pieces[0]) // 2
@@ -150,10 +154,11 @@ def split_block(unit: Unit, limit: int) -> list[Unit] | None:
     if len(parts) == 1:
         middle = len(parts[0]) // 2
         parts = [parts[0][:middle], parts[0][middle:]]
+    parts = [p for p in parts if p]
+    if len(parts) < 2:  # no cut made: the caller must not be handed the same block back, forever
+        return None
     return [
-        Unit(unit.conversation_id, dumps(dict(header, spans=p)), unit.kind, unit.sources, unit.entry_id)
-        for p in parts
-        if p
+        Unit(unit.conversation_id, dumps(dict(header, spans=p)), unit.kind, unit.sources, unit.entry_id) for p in parts
     ]
 
 
@@ -185,6 +190,7 @@ class Delivery:
         self._outage_reason = _UNREACHABLE_EARLIER  # what new data is told while the outage lasts
         self._unsettled: list[tuple[list[Unit], _Result]] = []  # deliveries in progress, for spool_unsettled
         self._unsettled_lock = threading.Lock()
+        self._rescued: set[int] = set()  # ids of the units spool_unsettled took
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._replayer: threading.Thread | None = None
@@ -198,6 +204,7 @@ class Delivery:
         """In a forked child: the parent's replayer thread does not exist here; start afresh."""
         self._unsettled = []  # the parent's sends: the parent spools them
         self._unsettled_lock = threading.Lock()
+        self._rescued = set()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._replayer = None
@@ -250,7 +257,7 @@ class Delivery:
             self._send(live, deadline, result)
         finally:
             with self._unsettled_lock:
-                self._unsettled.remove(pending)
+                self._unsettled = [p for p in self._unsettled if p is not pending]
         return result.outcomes
 
     def spool_unsettled(self, reason: str) -> int:
@@ -266,8 +273,9 @@ class Delivery:
                 for u in units
                 if u.entry_id is None and result.outcomes.get(id(u)) is None
             ]
+            self._rescued.update(id(u) for u in unsettled)  # the sending thread must not spool them again
         if unsettled:
-            self._to_spool(unsettled, reason, _Result())
+            self._to_spool(unsettled, reason, _Result(), rescue=True)
         return len(unsettled)
 
     def spool_units(self, units: Sequence[Unit], reason: str) -> dict[int, Outcome]:
@@ -496,7 +504,13 @@ class Delivery:
         self._transport.report_once(f"transient:{reply.status}", message)
         return message
 
-    def _to_spool(self, units: list[Unit], reason: str, result: _Result) -> None:
+    def _to_spool(self, units: list[Unit], reason: str, result: _Result, *, rescue: bool = False) -> None:
+        if not rescue and self._rescued:  # spool_unsettled spooled these already, at exit
+            with self._unsettled_lock:
+                for u in units:
+                    if id(u) in self._rescued:
+                        result.outcomes[id(u)] = Outcome(False, f"spooled for retry: {reason}", None, True)
+                units = [u for u in units if id(u) not in self._rescued]
         if not units:
             return
         if self._spool is None:
@@ -520,7 +534,8 @@ class Delivery:
                 result.outcomes[id(u)] = Outcome(False, message)
             return
         self.stats.add(spooled=len(units))
-        self._nudge()
+        if not rescue:  # at exit the replayer is stopping: no round against the server that did not answer
+            self._nudge()
         for u in units:
             result.outcomes[id(u)] = Outcome(False, f"spooled for retry: {reason}", None, True)
 

@@ -234,3 +234,11 @@ class TrackerSpanProcessor(SpanProcessor):
         for worker in workers:
             if worker is not threading.current_thread():
                 worker.join(max(deadline - time.monotonic(), 0))
+        with self._cond:  # segments still queued (behind one a stuck worker holds): on disk, not lost
+            left, self._queue = list(self._queue), deque()
+            self._queued_events = 0
+        if left:
+            try:
+                self._exporter().spool_spans(left, "the tracker shut down before they could be sent")
+            except Exception:  # noqa: BLE001 - shutdown must not raise
+                logger.exception("could not spool %d queued tracker span(s) at shutdown", len(left))

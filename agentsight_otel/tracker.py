@@ -417,6 +417,7 @@ class ConversationTracker:
                     self._event_limit = OWN_PROVIDER_MAX_EVENTS
                 if not self._atexit_registered:
                     atexit.register(self._at_exit)
+                    _finalize_if_multiprocessing_child(self)
                     self._atexit_registered = True
                 self._tracer = self._provider.get_tracer("agentsight_otel", __version__)
             return self._tracer
@@ -1071,14 +1072,14 @@ class ConversationTracker:
         self._shutdown(SHUTDOWN_HAND_OVER_S)
 
     def _shutdown(self, timeout: float) -> None:
-        """shutdown() within ``timeout`` seconds for the hand-over (at exit: what is left of the exit budget)."""
+        """shutdown() within about ``timeout`` seconds in all (at exit: what is left of the exit budget)."""
+        deadline = time.monotonic() + timeout
         try:
-            processor = self._processor
-            if processor is not None:
-                processor.join_timeout = min(processor.join_timeout, timeout)
             self._hand_over(timeout=timeout)
             with self._every_conversation(), self._lock:  # no tracking call sees the pipeline half torn down
                 if self._own_provider and self._provider is not None:
+                    if self._processor is not None:  # what is left of the time, not a fixed wait on top
+                        self._processor.join_timeout = min(2.0, max(deadline - time.monotonic(), 0.0))
                     self._provider.shutdown()
                     self._provider = None
                     self._tracer = None
@@ -1086,7 +1087,7 @@ class ConversationTracker:
                     self._direct_events = False
                     self._processor = None
                 if self._exporter is not None:
-                    self._exporter.shutdown()
+                    self._exporter.shutdown(timeout_millis=max(deadline - time.monotonic(), 0.0) * 1000)
                     self._exporter = None
         except Exception:  # noqa: BLE001 - runs at exit; must not raise
             logger.exception("agentsight tracker shutdown failed")
@@ -1095,6 +1096,14 @@ class ConversationTracker:
 def _finalize_in_multiprocessing_child(tracker: ConversationTracker) -> None:
     util = sys.modules["multiprocessing.util"]
     util.Finalize(tracker, tracker._at_exit, exitpriority=10)
+
+
+def _finalize_if_multiprocessing_child(tracker: ConversationTracker) -> None:
+    """A tracker first used in a multiprocessing child it was not inherited by (forkserver, spawn) needs the same
+    finalizer: a forkserver child ends with os._exit too."""
+    multiprocessing = sys.modules.get("multiprocessing")
+    if multiprocessing is not None and multiprocessing.parent_process() is not None:
+        _finalize_in_multiprocessing_child(tracker)
 
 
 def _fork_hook(tracker: ConversationTracker) -> Any:

@@ -194,6 +194,28 @@ def test_split_block_keeps_every_span_and_event_once():
     assert split_block(Unit("c", dumps(single)), 10) is None
 
 
+def test_a_turn_cut_again_and_again_gives_every_part_its_own_stable_id():
+    events = [{"name": "m", "n": j, "text": "x" * 50} for j in range(16)]
+    turn = {"span_id": "b" * 16, "attributes": {}, "events": events}
+    unit = Unit("c", dumps({"conversation_id": "c", "spans": [turn]}))
+    pending, done = [unit], []
+    for _ in range(1000):  # cut until every part fits, as delivery does when a server keeps answering 413
+        if not pending:
+            break
+        piece = pending.pop()
+        parts = split_block(piece, 400) if len(piece.body) > 400 else None
+        if parts is None:
+            done.append(piece)
+        else:
+            pending.extend(parts)
+    assert not pending and all(len(part.body) <= 400 for part in done)
+    spans = [span for part in done for span in loads(part.body)["spans"]]
+    assert sorted(e["n"] for span in spans for e in span["events"]) == list(range(16))
+    assert len({span["span_id"] for span in spans}) == len(spans)  # the server keeps one span per id
+    again = split_block(unit, 400)
+    assert again is not None and [p.body for p in again] == [p.body for p in split_block(unit, 400)]
+
+
 def test_a_rejected_key_is_reported_once_and_the_data_waits_in_the_spool(faulty, caplog):
     stranger = "ags_0123456789abcdef0123456789abcdef_abcdef"
     caplog.set_level(logging.DEBUG)
