@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import threading
@@ -100,8 +101,9 @@ def ingest_body(units: Sequence[Unit]) -> bytes:
 def _derived_span_id(span_id: str, first_event: Any) -> str:
     """The id of a turn's later part, from the turn's id and the part's first event: the same cut gives the same
     id on every retry, and parts of parts never share one (an id from a part number would, once a half is cut
-    again)."""
-    return hashlib.blake2b(span_id.encode() + b":" + dumps(first_event), digest_size=8).hexdigest()
+    again). The standard library writes the event, so the id does not depend on whether orjson is installed."""
+    text = json.dumps(first_event, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.blake2b(f"{span_id}:{text}".encode(errors="surrogatepass"), digest_size=8).hexdigest()
 
 
 def split_block(unit: Unit, limit: int) -> list[Unit] | None:
@@ -190,7 +192,8 @@ class Delivery:
         self._outage_reason = _UNREACHABLE_EARLIER  # what new data is told while the outage lasts
         self._unsettled: list[tuple[list[Unit], _Result]] = []  # deliveries in progress, for spool_unsettled
         self._unsettled_lock = threading.Lock()
-        self._rescued: set[int] = set()  # ids of the units spool_unsettled took
+        # The units spool_unsettled took, by id; holding them keeps their ids from being reused by new units.
+        self._rescued: dict[int, Unit] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._replayer: threading.Thread | None = None
@@ -204,7 +207,7 @@ class Delivery:
         """In a forked child: the parent's replayer thread does not exist here; start afresh."""
         self._unsettled = []  # the parent's sends: the parent spools them
         self._unsettled_lock = threading.Lock()
-        self._rescued = set()
+        self._rescued = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._replayer = None
@@ -271,9 +274,9 @@ class Delivery:
                 u
                 for units, result in self._unsettled
                 for u in units
-                if u.entry_id is None and result.outcomes.get(id(u)) is None
+                if u.entry_id is None and result.outcomes.get(id(u)) is None and id(u) not in self._rescued
             ]
-            self._rescued.update(id(u) for u in unsettled)  # the sending thread must not spool them again
+            self._rescued.update((id(u), u) for u in unsettled)  # the sending thread must not spool them again
         if unsettled:
             self._to_spool(unsettled, reason, _Result(), rescue=True)
         return len(unsettled)
@@ -333,7 +336,7 @@ class Delivery:
             if len(piece.body) + len(_PREFIX) + 2 <= self.max_request_bytes:
                 fitting.append(piece)
                 continue
-            parts = split_block(piece, self.max_request_bytes)
+            parts = split_block(piece, self.max_request_bytes - len(_PREFIX) - 2)  # what a block may take
             if parts is None:
                 self._bury([piece], 413, "a single span is larger than the maximum request size", result)
                 buried.append(piece)

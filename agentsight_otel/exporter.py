@@ -174,13 +174,17 @@ class AgentSightSpanExporter(SpanExporter):
         if self._hold_timer is not None:
             self._hold_timer.cancel()
         if self._delivery is not None:
-            if self._exit_deadline is not None:  # exiting: sends still waiting for an answer die with the process
-                spooled = self._delivery.spool_unsettled("the process exited before AgentSight answered")
-                if spooled:
-                    logger.warning("AgentSight: %d block(s) still in flight at exit were spooled", spooled)
+            self.spool_in_flight()
             self._delivery.stop(timeout=min(0.5, timeout_millis / 1000))
         if self._transport is not None:
             self._transport.close()
+
+    def spool_in_flight(self) -> None:
+        """At exit: spool the blocks other threads are still sending, which would die with the process."""
+        if self._delivery is not None and self._exit_deadline is not None:
+            spooled = self._delivery.spool_unsettled("the process exited before AgentSight answered")
+            if spooled:
+                logger.warning("AgentSight: %d block(s) still in flight at exit were spooled", spooled)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Replay what waits in the spool, within the timeout; True when nothing is left waiting."""

@@ -1077,6 +1077,8 @@ class ConversationTracker:
         try:
             self._hand_over(timeout=timeout)
             with self._every_conversation(), self._lock:  # no tracking call sees the pipeline half torn down
+                if self._exporter is not None:  # at exit: earlier segments in flight reach the spool first
+                    self._exporter.spool_in_flight()
                 if self._own_provider and self._provider is not None:
                     if self._processor is not None:  # what is left of the time, not a fixed wait on top
                         self._processor.join_timeout = min(2.0, max(deadline - time.monotonic(), 0.0))

@@ -19,7 +19,7 @@ from agentsight_otel.jsondoc import dumps, loads
 from agentsight_otel.localserver import Faults, LocalServer
 from agentsight_otel.outcomes import OutcomeLedger
 
-from .helpers import wait_until
+from .helpers import tracker_into_memory, wait_until
 
 
 def _spans(*conversations, messages=3, size=20):
@@ -160,6 +160,27 @@ def test_a_request_bigger_than_the_configured_maximum_is_never_sent(faulty):
     ingests = [r for r in faulty.request_log() if r["path"] == "/api/ingest/"]
     assert len(ingests) > 2 and all(r["body_bytes"] <= 5_000 for r in ingests)
     assert len(_contents(faulty, "cap-1")) == 30 and len(_contents(faulty, "cap-2")) == 30
+    exporter.shutdown()
+
+
+def test_a_turn_just_over_the_request_size_is_cut_not_refused(faulty):
+    # The request adds the envelope around a block: a turn that fits the limit by itself but not in a request
+    # must be cut in two, not dead-lettered as if no cut could help.
+    from agentsight_otel.batch import group_by_conversation
+    from agentsight_otel.delivery import _PREFIX
+    from agentsight_otel.readers import read_spans
+    from agentsight_otel.wire import BlockRules, encode
+
+    t, memory = tracker_into_memory()
+    t.track_human_message("edge-1 question " + "x" * 500, conversation_id="edge-1")
+    for i in range(9):  # one turn, alone in its block: the answers gather under the question's turn span
+        t.track_agent_message(f"edge-1 answer {i} " + "x" * 500, conversation_id="edge-1")
+    t.send_tracked_data(conversation_id="edge-1")
+    spans = memory.get_finished_spans()
+    body = encode(group_by_conversation(read_spans(spans)), BlockRules())[0].json
+    exporter = _exporter(faulty, max_request_bytes=len(body) + len(_PREFIX) + 2 - 30)
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert len(_contents(faulty, "edge-1")) == 10 and exporter.spool.stats().dead == 0
     exporter.shutdown()
 
 
