@@ -1032,9 +1032,8 @@ class ConversationTracker:
         """
         deadline = time.monotonic() + (timeout or 30)
         self._hand_over(timeout)
-        exporter = self._exporter
-        if self._own_provider and exporter is not None:
-            exporter.force_flush(int(max(deadline - time.monotonic(), 0) * 1000))
+        if self._own_provider or self._provider is None:  # also before any tracking: a previous run's spool
+            self._exporter_for_export().force_flush(int(max(deadline - time.monotonic(), 0) * 1000))
 
     def _hand_over(self, timeout: float | None) -> None:
         """End every open segment and export what the queue holds (at exit: the spool keeps the rest)."""

@@ -255,6 +255,21 @@ def test_a_rejected_key_is_reported_once_and_the_data_waits_in_the_spool(faulty,
     fixed.shutdown()
 
 
+def test_flush_delivers_what_a_previous_run_left_in_the_spool_before_anything_is_tracked(faulty):
+    earlier = _exporter(faulty, timeout=1)
+    faulty.outage(60)
+    assert earlier.export(_spans("left-over")) is SpanExportResult.FAILURE  # spooled
+    earlier.shutdown()
+    faulty.outage(0)
+    t = ConversationTracker()
+    t.configure(api_key=faulty.api_key, endpoint=faulty.url)
+    try:
+        t.flush(timeout=10)  # a fresh process: nothing tracked yet, only the spool
+        assert len(_contents(faulty, "left-over")) == 3
+    finally:
+        t.shutdown()
+
+
 def test_an_outage_spools_at_once_and_the_replayer_delivers_afterwards(faulty):
     exporter = _exporter(faulty, timeout=1)
     faulty.outage(1.5)
