@@ -10,6 +10,7 @@ is printed.
 from __future__ import annotations
 
 import os
+import tempfile
 
 from agentsight_otel import tracker
 from agentsight_otel.demo import format_transcript
@@ -21,6 +22,9 @@ def main() -> None:
     if not os.environ.get("AGENTSIGHT_API_KEY"):
         server = LocalServer().start()
         tracker.configure(api_key=server.api_key, endpoint=server.url)
+        # The server lives only as long as this script: anything undelivered would wait for a port that is gone,
+        # so the spool goes to a temporary directory instead of the user's state directory.
+        os.environ.setdefault("AGENTSIGHT_SPOOL_DIR", tempfile.mkdtemp(prefix="agentsight-quickstart-"))
 
     tracker.get_or_create_conversation("quickstart-1", customer_id="customer-7", name="Password reset")
     tracker.track_human_message("I forgot my password.")
