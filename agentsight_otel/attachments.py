@@ -11,14 +11,13 @@ import binascii
 import hashlib
 import logging
 import mimetypes
-import os
 import sys
 import threading
-import weakref
 from collections import OrderedDict
 from typing import Any, NamedTuple
 
 from .errors import InvalidAttachmentException
+from .forking import call_in_forked_child
 
 logger = logging.getLogger("agentsight_otel")
 
@@ -154,9 +153,7 @@ class AttachmentStore:
     def __init__(self, capacity_bytes: int = DEFAULT_CAPACITY_BYTES) -> None:
         self._capacity = capacity_bytes
         self._reset()
-        if hasattr(os, "register_at_fork"):
-            reset = weakref.WeakMethod(self._reset)
-            os.register_at_fork(after_in_child=lambda: (m := reset()) is not None and m())
+        call_in_forked_child(self._reset)
 
     def _reset(self) -> None:
         # Also the after-fork hook: a parent thread may have held the lock at the fork, which would hang the

@@ -9,13 +9,13 @@ its bound: tens of megabytes, rescanned by every full garbage collection).
 
 from __future__ import annotations
 
-import os
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from .forking import call_in_forked_child
 
 MAX_ENTRIES = 100_000  # outcomes of rolled-over segments wait here until their send reports them
 # Expectations last as long as the conversation they belong to is open, so their bound is only a backstop: an open
@@ -39,9 +39,7 @@ class OutcomeLedger:
         self._max = max_entries
         self._max_expected = max_expected
         self._reset()
-        if hasattr(os, "register_at_fork"):  # a child must not inherit a lock held by a parent's exporting thread
-            ref = weakref.WeakMethod(self._reset)
-            os.register_at_fork(after_in_child=lambda: (m := ref()) is not None and m())
+        call_in_forked_child(self._reset)  # a child must not inherit a lock held by a parent's exporting thread
 
     def _reset(self) -> None:
         self._entries: OrderedDict[tuple[int, int, int], Outcome] = OrderedDict()

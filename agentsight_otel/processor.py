@@ -20,10 +20,8 @@ tracks.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-import weakref
 from collections import deque
 from typing import Callable
 
@@ -31,6 +29,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from .exporter import AgentSightSpanExporter
+from .forking import call_in_forked_child
 
 logger = logging.getLogger("agentsight_otel")
 
@@ -51,9 +50,7 @@ class TrackerSpanProcessor(SpanProcessor):
         self.join_timeout = 2.0  # how long shutdown waits for the workers (the tracker lowers it at exit)
         self._sync: set[tuple[int, int]] = set()
         self._reset()
-        if hasattr(os, "register_at_fork"):
-            ref = weakref.WeakMethod(self._reset)
-            os.register_at_fork(after_in_child=lambda: (m := ref()) is not None and m())
+        call_in_forked_child(self._reset)
 
     def _reset(self) -> None:
         # Also the after-fork hook: the child starts with an empty queue and never resends the parent's spans.

@@ -14,11 +14,9 @@ import contextlib
 import contextvars
 import logging
 import math
-import os
 import sys
 import threading
 import time
-import weakref
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -47,6 +45,7 @@ from .errors import (
     NoDataToSendException,
 )
 from .exporter import AgentSightSpanExporter
+from .forking import call_in_forked_child
 from .ids import conversation_root_span_id, conversation_trace_id, generate_conversation_id
 from .jsondoc import dumps_str, loads
 from .outcomes import Outcome, ledger
@@ -297,8 +296,7 @@ class ConversationTracker:
         self._atexit_registered = False
         self._warned_not_recording = False
 
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_fork_hook(self))
+        call_in_forked_child(self._after_fork)
 
     def _after_fork(self) -> None:
         """In a forked child: what the parent tracked is the parent's to send; the child starts empty."""
@@ -1105,18 +1103,6 @@ def _finalize_if_multiprocessing_child(tracker: ConversationTracker) -> None:
     multiprocessing = sys.modules.get("multiprocessing")
     if multiprocessing is not None and multiprocessing.parent_process() is not None:
         _finalize_in_multiprocessing_child(tracker)
-
-
-def _fork_hook(tracker: ConversationTracker) -> Any:
-    """An after-fork callback that does not keep the tracker alive."""
-    ref = weakref.ref(tracker)
-
-    def hook() -> None:
-        alive = ref()
-        if alive is not None:
-            alive._after_fork()
-
-    return hook
 
 
 def _event_limit(provider: Any) -> int:
