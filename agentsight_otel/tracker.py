@@ -621,9 +621,9 @@ class ConversationTracker:
         with self._lock_of(cid):
             # The environment given, else the one given earlier for this conversation here, else the default:
             # calling get_or_create_conversation again without it must not move a production conversation to
-            # development. Only a given one is remembered, so a default configured later still applies.
-            with self._lock:
-                given = fields.get("environment") or self._known_fields.get(cid, {}).get("environment")
+            # development. Only a given one is remembered, so a default configured later still applies. (Read
+            # without _lock, as _bucket reads it: a single lookup, and this conversation's writes hold its lock.)
+            given = fields.get("environment") or self._known_fields.get(cid, {}).get("environment")
             fields = dict(fields, environment=given or default)
             data = {
                 "conversation_id": cid,
