@@ -283,7 +283,8 @@ class AgentSightSpanExporter(SpanExporter):
             try:
                 block = encode_block(batch, self._rules)
             except Exception as exc:  # noqa: BLE001 - a block that cannot be written must not sink the others
-                logger.exception("AgentSight: conversation %s could not be encoded; left out", batch.conversation[0])
+                cid = batch.conversation.conversation_id
+                logger.exception("AgentSight: conversation %s could not be encoded; left out", cid)
                 self._record([batch], Outcome(False, f"could not be encoded: {type(exc).__name__}", refused=True))
                 continue
             units.append(Unit(block.conversation_id, block.json, sources=block.sources))
