@@ -325,11 +325,18 @@ def test_a_child_forked_while_the_attachment_store_was_locked_can_still_keep_fil
             os._exit(code)
     release.set()
     holder.join()
-    deadline = time.monotonic() + 10
-    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if done[0] == 0:
+    ended = []
+
+    def child_ended():
+        done_pid, status = os.waitpid(pid, os.WNOHANG)
+        if done_pid:
+            ended.append(status)
+        return done_pid
+
+    try:
+        wait_until(child_ended, timeout=10)
+    except AssertionError:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         pytest.fail("the child hung on the attachment store's lock")
-    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert os.waitstatus_to_exitcode(ended[0]) == 0
